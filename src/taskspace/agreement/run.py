@@ -21,6 +21,7 @@ from taskspace.engine import get_recipe
 from taskspace.errors import TaskspaceError
 from taskspace.io import read_csv, write_csv, write_yaml
 from taskspace.launch import LaunchOptions, run_jobs
+from taskspace.models import create_model
 from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks, save_tasks
 
 
@@ -170,6 +171,7 @@ def run_agreement(cfg: AgreementConfig) -> Path:
     from taskspace.tasks import validate_tasks
 
     validate_tasks(tasks, dataset)
+    create_model(cfg.model, 2, in_channels=dataset.channels, image_size=dataset.image_size)
     if not (out / "config.yaml").exists():
         save_splits(out / "splits.npz", dataset.splits)
         save_tasks(out / "tasks.npz", tasks)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from taskspace.data.dataset import ImageDataset
+from taskspace.engine.batchnorm import use_reduction_batchnorm
 from taskspace.engine.optim import StackedOptimizer, schedule_lr
 from taskspace.engine.recipe import Recipe, get_recipe
 from taskspace.engine.streams import IndexStream, crop_flip
@@ -310,7 +311,7 @@ def _fit_batched(
     for mod in models:
         mod.to(device).train()
     params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
+    base = use_reduction_batchnorm(copy.deepcopy(models[0]).to("meta"))
     opt = StackedOptimizer(list(params.values()), recipe)
     tot = totals[members]
     has_buffers = len(buffers) > 0

@@ -1,0 +1,61 @@
+"""A vmap-friendly BatchNorm for the batched engine.
+
+Under ``torch.vmap`` the native batch-norm kernel sees M models' channels folded into one
+strided ``[B, M*C]`` input, and its CPU backward on that layout was half of a batched MLP
+step. Written with plain reductions instead, vmap turns BatchNorm into contiguous
+reductions over the batch dimension. Semantics are those of ``nn.BatchNorm1d/2d`` (biased
+variance to normalise, unbiased variance in the running estimate, ``momentum`` or the
+cumulative average when ``momentum=None``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ReductionBatchNorm(nn.Module):
+    """Drop-in replacement for a ``_BatchNorm`` module (same parameters and buffers)."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.eps, self.momentum = bn.eps, bn.momentum
+        self.affine, self.track = bn.affine, bn.track_running_stats
+        self.training = bn.training
+        self.weight, self.bias = bn.weight, bn.bias
+        if self.track:
+            self.register_buffer("running_mean", bn.running_mean)
+            self.register_buffer("running_var", bn.running_var)
+            self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if self.training or not self.track:
+            mean = x.mean(dims)
+            var = x.var(dims, unbiased=False)
+            if self.training and self.track:
+                n = x.numel() / x.shape[1]
+                with torch.no_grad():
+                    self.num_batches_tracked.add_(1)
+                    mom = (1.0 / self.num_batches_tracked.float() if self.momentum is None
+                           else self.momentum)
+                    self.running_mean.mul_(1 - mom).add_(mom * mean.detach())
+                    self.running_var.mul_(1 - mom).add_(
+                        mom * var.detach() * (n / max(n - 1, 1)))
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def use_reduction_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm submodule of ``module`` in place; returns ``module``."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, ReductionBatchNorm(child))
+        else:
+            use_reduction_batchnorm(child)
+    return module
