@@ -42,6 +42,7 @@ class AgreementConfig(DataConfig):
     """Options of ``taskspace agreement`` (all settable as ``key=value``)."""
 
     model: str = "mlp"
+    model_kwargs: dict | None = None
     tasks: str = "human,random"
     num_tasks: int = 16
     pairs: int = 1
@@ -147,7 +148,7 @@ def run_chunk(run_dir: str, chunk: int, task_indices: list[int]) -> str:
         dataset, tasks, model=cfg.model, recipe=recipe_of(cfg), pairs=cfg.pairs,
         seed=cfg.seed, shared_order=cfg.shared_order, task_ids=task_indices,
         device=cfg.device, chunk_size=cfg.chunk_size, batched=cfg.batched,
-        progress=cfg.progress,
+        model_kwargs=cfg.model_kwargs, progress=cfg.progress,
     )
     path = out / "parts" / f"chunk-{chunk:04d}.csv"
     write_csv(path, rows, ROW_COLUMNS)
@@ -171,7 +172,8 @@ def run_agreement(cfg: AgreementConfig) -> Path:
     from taskspace.tasks import validate_tasks
 
     validate_tasks(tasks, dataset)
-    create_model(cfg.model, 2, in_channels=dataset.channels, image_size=dataset.image_size)
+    create_model(cfg.model, 2, in_channels=dataset.channels, image_size=dataset.image_size,
+                 **(cfg.model_kwargs or {}))
     if not (out / "config.yaml").exists():
         save_splits(out / "splits.npz", dataset.splits)
         save_tasks(out / "tasks.npz", tasks)

@@ -1,0 +1,118 @@
+"""Batched engine vs a plain per-model PyTorch loop, side by side in one process.
+
+For M in {2, 16, 64} digits MLPs (and a CNN on real CIFAR-10 images when ../shared is
+present) both paths train the same models (same seeds, same batches, same recipe); the
+table reports wall times, the speed-up ratio and the largest parameter difference, and
+``benchmarks/results/engine.json`` keeps the figures.
+
+    python benchmarks/bench_engine.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from taskspace.data import ImageDataset, load_dataset
+from taskspace.engine import Recipe, fit_many
+from taskspace.engine.streams import IndexStream
+from taskspace.models import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "external" / "cifar10-yoongikim"
+
+
+def plain_loop(model: str, ds: ImageDataset, labels: torch.Tensor, recipe: Recipe,
+               seeds: list[int], kwargs: dict) -> dict[str, torch.Tensor]:
+    """The baseline a researcher would write: one model after the other, torch.optim.Adam,
+    batches gathered from the in-memory tensor (same batch stream as the engine)."""
+    train = ds.split("train")
+    steps = recipe.num_steps(len(train))
+    states = []
+    for m, seed in enumerate(seeds):
+        torch.manual_seed(seed)
+        net = create_model(model, 2, in_channels=ds.channels, image_size=ds.image_size,
+                           **kwargs).train()
+        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+        stream = IndexStream(train, seed)
+        for _ in range(steps):
+            idx = stream.next(recipe.batch_size)
+            loss = F.cross_entropy(net(ds.normalize(ds.images[idx])), labels[m, idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        states.append({k: v.detach() for k, v in net.named_parameters()})
+    return {k: torch.stack([s[k] for s in states]) for k in states[0]}
+
+
+def task_labels(ds: ImageDataset, m: int) -> torch.Tensor:
+    """M learnable binary tasks (class-parity style partitions of the 10 classes)."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(m):
+        pos = torch.randperm(10, generator=gen)[:5]
+        rows.append(torch.isin(ds.classes, pos).long())
+    return torch.stack(rows)
+
+
+def bench(model: str, ds: ImageDataset, m: int, recipe: Recipe, kwargs: dict,
+          label: str) -> dict:
+    labels = task_labels(ds, m)
+    seeds = list(range(100, 100 + m))
+    t0 = time.perf_counter()
+    ens = fit_many(model, ds, labels, recipe, seeds, order_seeds=seeds, model_kwargs=kwargs)
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = plain_loop(model, ds, labels, recipe, seeds, kwargs)
+    t_loop = time.perf_counter() - t0
+    rel = max(float((ens.params[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in ref)
+    return {"case": label, "model": model, "M": m, "batched_s": round(t_batched, 3),
+            "loop_s": round(t_loop, 3), "speedup": round(t_loop / t_batched, 2),
+            "max_rel_param_diff": rel}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "engine.json"))
+    args = ap.parse_args()
+    digits = load_dataset("digits")
+    epochs = 0.5 if args.quick else 2
+    recipe = Recipe(optimizer="adam", lr=1e-3, batch_size=128, epochs=epochs)
+    rows = []
+    for widths, name in [((128, 64), "digits MLP 64-128-64-2"),
+                         ((1024, 512, 256, 64), "reference MLP widths")]:
+        for m in (2, 16, 64):
+            if m == 64 and widths[0] == 1024 and args.quick:
+                continue
+            rows.append(bench("mlp", digits, m, recipe, {"widths": widths}, name))
+            print(rows[-1], flush=True)
+    if CIFAR.is_dir():
+        cifar = load_dataset("cifar10", CIFAR, train_size=2000, test_size=500, progress=False)
+        crec = Recipe(optimizer="adam", lr=1e-3, batch_size=128, steps=5 if args.quick else 20)
+        for m in (2, 8):
+            rows.append(bench("convnet", cifar, m, crec, {"widths": (16, 32, 64)},
+                              "CIFAR-10 convnet 16-32-64"))
+            print(rows[-1], flush=True)
+    print(f"\n{'case':<28} {'M':>3} {'batched s':>10} {'loop s':>8} {'speed-up':>9} "
+          f"{'max rel diff':>13}")
+    for r in rows:
+        print(f"{r['case']:<28} {r['M']:>3} {r['batched_s']:>10.2f} {r['loop_s']:>8.2f} "
+              f"{r['speedup']:>8.1f}x {r['max_rel_param_diff']:>13.1e}")
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+            "recipe": {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "epochs": epochs}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
