@@ -1,0 +1,333 @@
+"""Split files: native ``.npz``, CelebA-layout partition CSVs, the reference's ``.torch`` files.
+
+- ``.npz`` (:func:`save_split` / :func:`load_split`): ``train_idx`` and ``test_idx``
+  (``int64``), ``meta`` (a JSON string holding name, kind and the split's meta), optional
+  ``target_labels`` (``uint8 [N]``) and ``version``. Read with ``allow_pickle=False``.
+- CelebA layout (:func:`export_partition` / :func:`import_partition`): header
+  ``image_id,partition``, one row per image, partition 0/1/2 = train/val/test. On export the
+  split's train side is 0, its test side 1 ("val", the held-out adversarial part, as in the
+  reference's ``list_eval_partition_adv_split.csv``) and every other image 2.
+- Reference ``.torch`` files (:func:`load_reference_splits`): ``torch.load(weights_only=True)``
+  of a dict ``{target: [(train_idx, test_idx), ...]}`` or a pair ``[train_idx, test_idx]`` of
+  tensors or numpy ``int64`` arrays; only numpy's array-rebuild functions are allowed on top
+  of torch's safe set, so a file with any other object is refused, never executed.
+
+:func:`split_balance` reports each side's class counts and target positive rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from taskspace.errors import TaskspaceError
+from taskspace.io import atomic_write
+from taskspace.splits.builders import Split
+
+#: Version of the native split ``.npz`` layout.
+SPLIT_NPZ_VERSION = 1
+
+#: CelebA partition codes.
+PARTITION_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+# ----------------------------------------------------------------------------- native npz
+def save_split(path: str | Path, split: Split) -> Path:
+    """Write ``split`` to ``path`` (``.npz``) atomically."""
+    try:
+        meta = json.dumps({"name": split.name, "kind": split.kind, "meta": split.meta},
+                          sort_keys=True)
+    except (TypeError, ValueError) as err:
+        raise TaskspaceError(f"split {split.name!r} meta is not JSON-serialisable: {err}") from None
+    arrays: dict[str, np.ndarray] = {
+        "train_idx": split.train_idx.numpy().astype(np.int64),
+        "test_idx": split.test_idx.numpy().astype(np.int64),
+        "meta": np.array(meta),
+        "version": np.array(SPLIT_NPZ_VERSION),
+    }
+    if split.target_labels is not None:
+        arrays["target_labels"] = split.target_labels.numpy().astype(np.uint8)
+
+    def _write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, _write)
+
+
+def load_split(path: str | Path, n_images: int | None = None) -> Split:
+    """Read a split written by :func:`save_split` (checked against ``n_images`` if given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskspaceError(f"split file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("train_idx", "test_idx", "meta") if k not in z.files]
+            if missing:
+                raise TaskspaceError(f"{path}: not a split file (missing {', '.join(missing)})")
+            train, test = z["train_idx"], z["test_idx"]
+            info = json.loads(str(z["meta"]))
+            target = z["target_labels"] if "target_labels" in z.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise TaskspaceError(f"{path}: unreadable split file ({err})") from None
+    try:
+        split = Split(torch.from_numpy(train), torch.from_numpy(test), str(info["name"]),
+                      str(info["kind"]), dict(info.get("meta", {})),
+                      None if target is None else torch.from_numpy(target.astype(np.int64)))
+    except KeyError as err:
+        raise TaskspaceError(f"{path}: split meta lacks {err}") from None
+    except TaskspaceError as err:
+        raise TaskspaceError(f"{path}: {err}") from None
+    if n_images is not None:
+        try:
+            split.validate(n_images)
+        except TaskspaceError as err:
+            raise TaskspaceError(f"{path}: {err}") from None
+    return split
+
+
+# ----------------------------------------------------------------------------- CelebA layout
+def default_image_id(i: int) -> str:
+    """CelebA's id of dataset index ``i``: ``000001.jpg`` for index 0."""
+    return f"{i + 1:06d}.jpg"
+
+
+def image_ids(n_images: int, ids: Sequence[str] | Callable[[int], str] | None = None
+              ) -> list[str]:
+    """The id of every dataset index: ``ids`` (a list, e.g. ``dataset.ids``, or a function
+    of the index), by default :func:`default_image_id`."""
+    if ids is None:
+        return [default_image_id(i) for i in range(n_images)]
+    if callable(ids):
+        return [str(ids(i)) for i in range(n_images)]
+    out = [str(x) for x in ids]
+    if len(out) != n_images:
+        raise TaskspaceError(f"{len(out)} image ids for {n_images} images")
+    if len(set(out)) != len(out):
+        raise TaskspaceError("image ids must be unique")
+    return out
+
+
+def export_partition(
+    path: str | Path,
+    split: Split,
+    n_images: int,
+    ids: Sequence[str] | Callable[[int], str] | None = None,
+) -> Path:
+    """Write ``split`` as a CelebA ``list_eval_partition.csv``: train 0, test 1, others 2."""
+    split.validate(n_images)
+    names = image_ids(n_images, ids)
+    part = np.full(n_images, PARTITION_CODES["test"], dtype=np.int64)
+    part[split.train_idx.numpy()] = PARTITION_CODES["train"]
+    part[split.test_idx.numpy()] = PARTITION_CODES["val"]
+
+    def _write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            fh.write("image_id,partition\n")
+            fh.writelines(f"{name},{p}\n" for name, p in zip(names, part.tolist()))
+
+    return atomic_write(path, _write)
+
+
+def read_partition(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Rows of a CelebA partition CSV: ``(image ids, partition codes int64)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskspaceError(f"partition file not found: {path}")
+    ids: list[str] = []
+    codes: list[int] = []
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["image_id", "partition"]:
+            raise TaskspaceError(f"{path}: expected header 'image_id,partition', got {header}")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 2 or row[1].strip() not in ("0", "1", "2"):
+                raise TaskspaceError(f"{path}:{line}: expected '<image id>,<0|1|2>', got {row}")
+            ids.append(row[0].strip())
+            codes.append(int(row[1]))
+    if len(set(ids)) != len(ids):
+        raise TaskspaceError(f"{path}: repeated image ids")
+    return ids, np.asarray(codes, dtype=np.int64)
+
+
+def import_partition(
+    path: str | Path,
+    n_images: int | None = None,
+    ids: Sequence[str] | Callable[[int], str] | None = None,
+    *,
+    name: str | None = None,
+) -> tuple[Split, torch.Tensor]:
+    """Read a CelebA partition file as a :class:`Split` (train = 0, test = 1) plus the
+    indices of partition 2 (the official test set).
+
+    Ids are mapped to dataset indices through ``ids`` (default :func:`default_image_id`
+    over ``n_images``, which defaults to the file's row count). An id that is not in the
+    mapping is an error.
+    """
+    path = Path(path)
+    file_ids, codes = read_partition(path)
+    n = len(file_ids) if n_images is None else int(n_images)
+    index = {x: i for i, x in enumerate(image_ids(n, ids))}
+    unknown = [x for x in file_ids if x not in index]
+    if unknown:
+        raise TaskspaceError(f"{path}: {len(unknown)} unknown image ids (e.g. {unknown[0]!r}) "
+                             f"for a dataset of {n} images; check the id mapping")
+    pos = np.asarray([index[x] for x in file_ids], dtype=np.int64)
+    meta = {"source": str(path), "n_partition_test": int((codes == 2).sum())}
+    split = Split(pos[codes == 0], pos[codes == 1], name or path.stem, "imported", meta)
+    return split, torch.from_numpy(np.sort(pos[codes == 2]))
+
+
+# ----------------------------------------------------------------------------- reference .torch
+def _numpy_safe_globals() -> list[Any]:
+    """numpy's array-rebuild functions and dtype classes, under old and new module names."""
+    from numpy import dtypes
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
+    reconstruct = core.multiarray._reconstruct
+    allowed: list[Any] = [np.ndarray, np.dtype, reconstruct,
+                          (reconstruct, "numpy.core.multiarray._reconstruct"),
+                          (reconstruct, "numpy._core.multiarray._reconstruct")]
+    for name in ("Int64DType", "Int32DType", "Int16DType", "Int8DType", "UInt8DType",
+                 "UInt16DType", "UInt32DType", "UInt64DType", "BoolDType"):
+        if hasattr(dtypes, name):
+            allowed.append(getattr(dtypes, name))
+    return allowed
+
+
+def _to_index(x: Any, where: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        arr = x.detach().cpu().numpy()
+    elif isinstance(x, np.ndarray):
+        arr = x
+    elif isinstance(x, (list, tuple)):
+        arr = np.asarray(x)
+    else:
+        raise TaskspaceError(f"{where}: expected an index tensor or array, got "
+                             f"{type(x).__name__}")
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise TaskspaceError(f"{where}: expected a 1-D integer index array, got {arr.dtype} "
+                             f"{arr.shape}")
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def _pair(x: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(x, (list, tuple)) or len(x) != 2:
+        raise TaskspaceError(f"{where}: expected a (train_idx, test_idx) pair")
+    return _to_index(x[0], f"{where} train_idx"), _to_index(x[1], f"{where} test_idx")
+
+
+def load_reference_splits(path: str | Path, n_images: int | None = None) -> list[Split]:
+    """Read a reference split file safely (``torch.load(weights_only=True)``).
+
+    A dict ``{target: [(train_idx, test_idx), ...]}`` (``cifar_splits.torch``) gives splits
+    named ``target<t>-<j>`` with ``meta = {"target": t, "split_idx": j}``; a pair
+    ``[train_idx, test_idx]`` (``adv-split.torch``) gives one split named after the file.
+    Anything else, or a file holding other objects than tensors, arrays, lists, tuples,
+    dicts and numbers, raises :class:`TaskspaceError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TaskspaceError(f"split file not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else ""
+        raise TaskspaceError(f"{path}: refused to load: the file holds objects other than "
+                             f"index tensors/arrays ({first})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise TaskspaceError(f"{path}: unreadable split file ({str(err)[:200]})") from None
+    splits: list[Split] = []
+    if isinstance(obj, dict):
+        for target, items in obj.items():
+            if not isinstance(items, (list, tuple)):
+                raise TaskspaceError(f"{path}: target {target!r} must map to a list of "
+                                     "(train_idx, test_idx) pairs")
+            for j, item in enumerate(items):
+                tr, te = _pair(item, f"{path} target {target!r} split {j}")
+                splits.append(Split(tr, te, f"target{target}-{j}", "imported",
+                                    {"target": str(target), "split_idx": j,
+                                     "source": str(path)}))
+    elif isinstance(obj, (list, tuple)):
+        tr, te = _pair(obj, str(path))
+        splits.append(Split(tr, te, path.stem, "imported", {"source": str(path)}))
+    else:
+        raise TaskspaceError(f"{path}: expected a dict of split lists or a [train_idx, "
+                             f"test_idx] pair, got {type(obj).__name__}")
+    if n_images is not None:
+        for s in splits:
+            try:
+                s.validate(n_images)
+            except TaskspaceError as err:
+                raise TaskspaceError(f"{path}: {err}") from None
+    return splits
+
+
+# ----------------------------------------------------------------------------- balance
+def split_balance(
+    split: Split, classes: torch.Tensor, num_classes: int | None = None,
+    target: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Class counts and target positive rate of each side.
+
+    Returns ``{"train": {"n", "class_counts", "positive_rate"}, "test": {...}}``;
+    ``positive_rate`` is the mean of the target labels (``target`` or the split's own
+    ``target_labels``) on that side, ``None`` without a target.
+    """
+    classes = torch.as_tensor(classes).long()
+    c = int(num_classes or (int(classes.max()) + 1 if len(classes) else 0))
+    tgt = split.target_labels if target is None else torch.as_tensor(target).long()
+    out: dict[str, Any] = {}
+    for side, idx in (("train", split.train_idx), ("test", split.test_idx)):
+        counts = torch.bincount(classes[idx], minlength=c).tolist() if len(idx) else [0] * c
+        rate = float(tgt[idx].float().mean()) if tgt is not None and len(idx) else None
+        out[side] = {"n": len(idx), "class_counts": counts, "positive_rate": rate}
+    return out
+
+
+def balance_row(split: Split, classes: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """One flat ``splits.csv`` row: sizes, positive rates, class counts as ``a/b/c``."""
+    b = split_balance(split, classes, num_classes)
+    row: dict[str, Any] = {
+        "split": split.name, "kind": split.kind,
+        "target": split.meta.get("target", ""), "discovered": split.meta.get("discovered", ""),
+        "orientation": split.meta.get("orientation", ""),
+        "n_train": b["train"]["n"], "n_test": b["test"]["n"],
+    }
+    for side in ("train", "test"):
+        rate = b[side]["positive_rate"]
+        row[f"{side}_positive_rate"] = "" if rate is None else round(rate, 4)
+        row[f"{side}_class_counts"] = "/".join(map(str, b[side]["class_counts"]))
+    return row
+
+
+BALANCE_COLUMNS = ["split", "kind", "target", "discovered", "orientation", "n_train", "n_test",
+                   "train_positive_rate", "test_positive_rate", "train_class_counts",
+                   "test_class_counts"]
+
+__all__ = [
+    "BALANCE_COLUMNS",
+    "PARTITION_CODES",
+    "balance_row",
+    "default_image_id",
+    "export_partition",
+    "image_ids",
+    "import_partition",
+    "load_reference_splits",
+    "load_split",
+    "read_partition",
+    "save_split",
+    "split_balance",
+]
