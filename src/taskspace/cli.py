@@ -20,6 +20,14 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                   "agreement score of human, random or table tasks"),
     "demo": ("taskspace.demo", "DemoConfig", "main",
              "the main job on digits: AS of human vs random tasks"),
+    "discover": ("taskspace.discovery.runner", "DiscoverConfig", "main",
+                 "task discovery: meta-train a task encoder, write the tasks it finds"),
+    "pretrain": ("taskspace.discovery.ssl_pretrain", "PretrainConfig", "main",
+                 "SimCLR backbone for regulated discovery (discover backbone=...)"),
+    "split": ("taskspace.splits.run", "SplitConfig", "main",
+              "adversarial train/test splits from discovered (or given) tasks"),
+    "split-eval": ("taskspace.splits.run", "SplitEvalConfig", "main_eval",
+                   "train on adversarial and random splits: the headline table"),
 }
 
 

@@ -1,0 +1,190 @@
+"""What a discovery run shows: hard labels, task similarity, coverage and galleries.
+
+- :func:`encoder_scores` / :func:`hard_labels`: task scores ``s [N, K]`` of every image and
+  the hard labels ``1[s > 0]`` (``flip`` inverts them), with BatchNorm running statistics
+  (``label_bn=running``, recommended) or batch statistics (``batch``, the reference's
+  accidental behaviour: labels then depend on batch composition).
+- :func:`folded_similarity`: pairwise Hamming agreement folded as ``max(a, 1 - a)`` (0.5 for
+  unrelated binary tasks, 1 for identical or complementary ones).
+- :func:`coverage`: how well a linear probe on the standardised embedding ``h`` predicts
+  each human task (the reference's coverage monitor).
+- :func:`plot_gallery`, :func:`plot_similarity`: pictures written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from taskspace.data.dataset import ImageDataset
+from taskspace.discovery.encoder import TaskEncoder
+from taskspace.io import atomic_write
+
+__all__ = ["calibrate_bn", "coverage", "encoder_inputs", "encoder_scores", "folded_similarity",
+           "hard_labels", "plot_gallery", "plot_similarity"]
+
+
+def encoder_inputs(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor) -> torch.Tensor:
+    """Float encoder inputs of ``ds.images[idx]`` (normalised, or raw [0, 1] pixels)."""
+    x = ds.images[idx]
+    dtype = next(enc.parameters()).dtype
+    device = next(enc.parameters()).device
+    x = x.to(device)
+    return (ds.normalize(x) if enc.normalize_input else x.float() / 255.0).to(dtype)
+
+
+@torch.no_grad()
+def encoder_embeddings(enc: TaskEncoder, ds: ImageDataset, label_bn: str = "running",
+                       batch_size: int = 512, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """``h [n, d]`` of images ``idx`` (default all), without touching the encoder's state.
+
+    ``label_bn=running`` uses eval mode; ``batch`` uses batch statistics over consecutive
+    chunks of ``batch_size`` images (on a copy, so running statistics are not updated).
+    """
+    idx = torch.arange(len(ds)) if idx is None else idx
+    if label_bn not in ("running", "batch"):
+        raise ValueError(f"label_bn must be 'running' or 'batch', got {label_bn!r}")
+    model = enc.eval() if label_bn == "running" else copy.deepcopy(enc).train()
+    was_training = enc.training
+    out = []
+    for i in range(0, len(idx), batch_size):
+        chunk = idx[i:i + batch_size]
+        if label_bn == "batch" and len(chunk) < 2:
+            chunk = idx[-2:] if len(idx) >= 2 else chunk
+            out.append(model.embed(encoder_inputs(enc, ds, chunk))[-1:].float().cpu())
+            continue
+        out.append(model.embed(encoder_inputs(enc, ds, chunk)).float().cpu())
+    enc.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def calibrate_bn(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor,
+                 batch_size: int = 512) -> TaskEncoder:
+    """Set the encoder's BatchNorm running statistics to averages over images ``idx``.
+
+    Used for the untrained encoder, whose running statistics are still the initial 0/1
+    (labels ``1[s > 0]`` would then be nearly constant). Trainable weights are untouched.
+    """
+    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+           and not (enc.freeze_backbone and any(m is b for b in enc.backbone.modules()))]
+    saved = [m.momentum for m in bns]
+    was_training = enc.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    enc.train()
+    for i in range(0, len(idx), batch_size):
+        chunk = idx[i:i + batch_size]
+        if len(chunk) >= 2:
+            enc.embed(encoder_inputs(enc, ds, chunk))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    enc.train(was_training)
+    return enc
+
+
+def encoder_scores(enc: TaskEncoder, ds: ImageDataset, label_bn: str = "running",
+                   batch_size: int = 512) -> torch.Tensor:
+    """Task scores ``s [N, K]`` of every image of the dataset."""
+    h = encoder_embeddings(enc, ds, label_bn, batch_size)
+    return h @ enc.heads.float().cpu().t()
+
+
+def hard_labels(scores: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """``int64 [K, N]``: ``1[s > 0]`` per task (``flip``: ``1[s <= 0]``)."""
+    lab = (scores > 0).t().long()
+    return 1 - lab if flip else lab
+
+
+def folded_similarity(labels: torch.Tensor) -> torch.Tensor:
+    """``[K, K]`` folded Hamming similarity ``max(a, 1 - a)`` of binary labels ``[K, N]``."""
+    y = labels.float()
+    a = (y @ y.t() + (1 - y) @ (1 - y).t()) / y.shape[1]
+    return torch.maximum(a, 1 - a)
+
+
+def coverage(h: torch.Tensor, targets: torch.Tensor, train_idx: torch.Tensor,
+             test_idx: torch.Tensor, *, steps: int = 300, lr: float = 0.05,
+             seed: int = 0) -> torch.Tensor:
+    """Test accuracy of a linear probe ``standardised h -> each binary target``.
+
+    ``h [N, d]``, ``targets [T, N]`` in {0, 1}; one logistic regression per target (all
+    trained at once, full batch, Adam). Returns ``[T]`` accuracies on ``test_idx``.
+    """
+    mu, sd = h[train_idx].mean(0), h[train_idx].std(0).clamp_min(1e-6)
+    z = (h - mu) / sd
+    g = torch.Generator().manual_seed(seed)
+    w = (0.01 * torch.randn(z.shape[1], targets.shape[0], generator=g)).requires_grad_(True)
+    b = torch.zeros(targets.shape[0], requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    ytr = targets[:, train_idx].t().float()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z[train_idx] @ w + b, ytr)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = (z[test_idx] @ w + b) > 0
+        return (pred.t().long() == targets[:, test_idx]).float().mean(1)
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:  # noqa: ANN001
+    plt = _plt()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_similarity(sim: torch.Tensor, names: Sequence[str], path: str | Path) -> Path:
+    """Heatmap of the folded similarity matrix (range 0.5 - 1)."""
+    plt = _plt()
+    k = sim.shape[0]
+    fig, ax = plt.subplots(figsize=(2 + 0.3 * k, 1.6 + 0.3 * k))
+    im = ax.imshow(sim.numpy(), vmin=0.5, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
+    ax.set_yticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
+    off = sim[~torch.eye(k, dtype=torch.bool)]
+    ax.set_title(f"folded similarity (mean off-diagonal {float(off.mean()):.3f})"
+                 if k > 1 else "folded similarity", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_gallery(ds: ImageDataset, scores: torch.Tensor, idx: torch.Tensor, path: str | Path,
+                 *, title: str = "", n: int = 10) -> Path:
+    """Two rows: the ``n`` images of ``idx`` with the highest score (label 1, ``s > 0``) and
+    the ``n`` with the lowest (label 0), de-normalised from the stored uint8 pixels."""
+    plt = _plt()
+    order = torch.argsort(scores[idx], descending=True)
+    n = min(n, len(idx) // 2)
+    rows = [("label 1 (highest s)", idx[order[:n]]), ("label 0 (lowest s)", idx[order.flip(0)[:n]])]
+    fig, axes = plt.subplots(2, n, figsize=(0.9 * n, 2.3), squeeze=False)
+    for r, (label, ii) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            img = ds.images[ii[c]].float() / 255.0
+            if img.shape[0] == 1:
+                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img.permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=6)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
