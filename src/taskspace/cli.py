@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "agreement": ("taskspace.agreement.run", "AgreementConfig", "main",
                   "agreement score of human, random or table tasks"),
     "demo": ("taskspace.demo", "DemoConfig", "main",
-             "the main job on digits: AS of human vs random tasks"),
+             "the main job on digits: AS, task discovery, adversarial splits"),
     "discover": ("taskspace.discovery.runner", "DiscoverConfig", "main",
                  "task discovery: meta-train a task encoder, write the tasks it finds"),
     "pretrain": ("taskspace.discovery.ssl_pretrain", "PretrainConfig", "main",
