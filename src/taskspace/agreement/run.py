@@ -9,8 +9,6 @@ as those of an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from taskspace.errors import TaskspaceError
 from taskspace.io import read_csv, write_csv, write_yaml
 from taskspace.launch import LaunchOptions, run_jobs
 from taskspace.models import create_model
+from taskspace.rundir import check_run_config, config_digest
 from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks, save_tasks
 
 
@@ -111,26 +110,7 @@ def build_tasks(cfg: AgreementConfig, dataset: ImageDataset) -> TaskSet:
 
 def default_out(cfg: AgreementConfig, command: str = "agreement") -> Path:
     """Deterministic run directory for a config, so rerunning a command resumes it."""
-    key = {k: v for k, v in to_dict(cfg).items() if k not in NON_RESULT_KEYS}
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return Path("runs") / f"{command}-{cfg.data}-{cfg.model}-{digest}"
-
-
-def check_config(out: Path, cfg: AgreementConfig) -> None:
-    """Refuse to resume a run directory made with different result-affecting options."""
-    path = out / "config.yaml"
-    if not path.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(path.read_text()) or {}
-    new = to_dict(cfg)
-    diff = sorted(k for k in new if k not in NON_RESULT_KEYS and old.get(k) != new[k])
-    if diff:
-        raise TaskspaceError(
-            f"run directory {out} was made with different options ({', '.join(diff)}); "
-            "use another out=... or delete it"
-        )
+    return Path("runs") / f"{command}-{cfg.data}-{cfg.model}-{config_digest(cfg, NON_RESULT_KEYS)}"
 
 
 def run_chunk(run_dir: str, chunk: int, task_indices: list[int]) -> str:
@@ -163,7 +143,7 @@ def run_agreement(cfg: AgreementConfig) -> Path:
     if cfg.tasks_per_job < 1:
         raise TaskspaceError(f"tasks_per_job must be >= 1, got {cfg.tasks_per_job}")
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    check_config(out, cfg)
+    check_run_config(out, cfg, NON_RESULT_KEYS)
     dataset = dataset_of(cfg)
     if (out / "splits.npz").exists():
         dataset.splits = load_splits(out / "splits.npz")

@@ -35,8 +35,6 @@ steps; one process (and a resume) repeats exactly.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +60,7 @@ from taskspace.discovery.metatrain import MetaSettings, MetaTrainer
 from taskspace.engine import get_recipe
 from taskspace.errors import TaskspaceError
 from taskspace.io import read_csv, write_csv, write_yaml
+from taskspace.rundir import check_run_config, config_digest
 from taskspace.tasks import TaskSet, export_tasks_csv, human_tasks, random_tasks, save_tasks
 
 #: Values of the options left unset (None), per preset.
@@ -211,23 +210,7 @@ def recipe_of(cfg: DiscoverConfig):  # noqa: ANN201
 
 def default_out(cfg: DiscoverConfig) -> Path:
     """Deterministic run directory of a config, so rerunning the command resumes it."""
-    key = {k: v for k, v in to_dict(cfg).items() if k not in NON_RESULT_KEYS}
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return Path("runs") / f"discover-{cfg.data}-{cfg.arch}-{digest}"
-
-
-def _check_same(out: Path, cfg: DiscoverConfig) -> None:
-    import yaml
-
-    path = out / "config.yaml"
-    if not path.exists():
-        return
-    old = yaml.safe_load(path.read_text()) or {}
-    new = to_dict(cfg)
-    diff = sorted(k for k in new if k not in NON_RESULT_KEYS and old.get(k) != new[k])
-    if diff:
-        raise TaskspaceError(f"run directory {out} was made with different options "
-                             f"({', '.join(diff)}); use another out=... or delete it")
+    return Path("runs") / f"discover-{cfg.data}-{cfg.arch}-{config_digest(cfg, NON_RESULT_KEYS)}"
 
 
 def _progress(enabled: bool, total: int, initial: int):  # noqa: ANN202
@@ -403,7 +386,7 @@ def run_discover(cfg: DiscoverConfig) -> Path:
     """Run (or resume) ``taskspace discover``; returns the run directory."""
     cfg = resolve(cfg)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    _check_same(out, cfg)
+    check_run_config(out, cfg, NON_RESULT_KEYS)
     ds = dataset_of(cfg)
     if (out / "splits.npz").exists():
         ds.splits = load_splits(out / "splits.npz")

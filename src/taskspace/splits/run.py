@@ -24,11 +24,8 @@ builds the splits itself from the same options. It resumes per chunk of splits.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +36,7 @@ from taskspace.data import ImageDataset
 from taskspace.engine import get_recipe
 from taskspace.errors import TaskspaceError
 from taskspace.io import atomic_write, read_csv, write_csv, write_yaml
+from taskspace.rundir import check_run_config, config_digest
 from taskspace.splits.builders import (
     Split,
     adversarial_splits,
@@ -220,26 +218,6 @@ def import_splits(path_str: str, dataset: ImageDataset) -> list[Split]:
     raise TaskspaceError(f"unknown split file type {path.name!r}; use .torch, .csv or .npz")
 
 
-def _digest(cfg: Any) -> str:
-    key = {k: v for k, v in to_dict(cfg).items() if k not in NON_RESULT_KEYS}
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def check_config(out: Path, cfg: Any) -> None:
-    """Refuse to reuse a run directory made with different result-affecting options."""
-    path = out / "config.yaml"
-    if not path.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(path.read_text()) or {}
-    new = to_dict(cfg)
-    diff = sorted(k for k in new if k not in NON_RESULT_KEYS and old.get(k) != new[k])
-    if diff:
-        raise TaskspaceError(f"run directory {out} was made with different options "
-                             f"({', '.join(diff)}); use another out=... or delete it")
-
-
 def split_file_name(i: int, split: Split) -> str:
     return f"{i:04d}-{split.name}.npz"
 
@@ -270,8 +248,8 @@ def read_splits(out: Path, n_images: int) -> list[Split]:
 def run_split(cfg: SplitConfig, command: str = "split") -> Path:
     """Build (or reuse) the split run directory of ``cfg``; returns it."""
     out = Path(cfg.out) if cfg.out else Path("runs") / (
-        f"{command}-{cfg.data}-{cfg.kind}-{_digest(cfg)}")
-    check_config(out, cfg)
+        f"{command}-{cfg.data}-{cfg.kind}-{config_digest(cfg, NON_RESULT_KEYS)}")
+    check_run_config(out, cfg, NON_RESULT_KEYS)
     dataset = dataset_of(cfg)
     if (out / "splits.csv").exists():
         return out
@@ -330,8 +308,8 @@ def eval_setup(cfg: SplitEvalConfig) -> tuple[Path, ImageDataset, list[Split]]:
         dataset = dataset_of(cfg)
         splits = None
     out = Path(cfg.out) if cfg.out else Path("runs") / (
-        f"split-eval-{cfg.data}-{cfg.model}-{_digest(cfg)}")
-    check_config(out, cfg)
+        f"split-eval-{cfg.data}-{cfg.model}-{config_digest(cfg, NON_RESULT_KEYS)}")
+    check_run_config(out, cfg, NON_RESULT_KEYS)
     if splits is None:
         if (out / "splits.csv").exists():
             splits = read_splits(out, len(dataset))
