@@ -32,22 +32,24 @@ class ReductionBatchNorm(nn.Module):
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         if self.training or not self.track:
-            mean = x.mean(dims)
-            var = x.var(dims, unbiased=False)
+            mean = x.mean(dims, keepdim=True)
+            xc = x - mean
+            var = (xc * xc).mean(dims, keepdim=True)  # two-pass, like the native kernel
             if self.training and self.track:
                 n = x.numel() / x.shape[1]
                 with torch.no_grad():
                     self.num_batches_tracked.add_(1)
                     mom = (1.0 / self.num_batches_tracked.float() if self.momentum is None
                            else self.momentum)
-                    self.running_mean.mul_(1 - mom).add_(mom * mean.detach())
+                    self.running_mean.mul_(1 - mom).add_(mom * mean.detach().view(-1))
                     self.running_var.mul_(1 - mom).add_(
-                        mom * var.detach() * (n / max(n - 1, 1)))
+                        mom * var.detach().view(-1) * (n / max(n - 1, 1)))
         else:
-            mean, var = self.running_mean, self.running_var
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+            xc = x - self.running_mean.view(shape)
+            var = self.running_var.view(shape)
+        y = xc * torch.rsqrt(var + self.eps)
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            y = torch.addcmul(self.bias.view(shape), y, self.weight.view(shape))
         return y
 
 

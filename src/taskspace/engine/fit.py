@@ -22,6 +22,7 @@ from torch.func import functional_call, stack_module_state
 
 from taskspace.data.dataset import ImageDataset
 from taskspace.engine.batchnorm import use_reduction_batchnorm
+from taskspace.engine.cpu import tune_malloc
 from taskspace.engine.optim import StackedOptimizer, schedule_lr
 from taskspace.engine.recipe import Recipe, get_recipe
 from taskspace.engine.streams import IndexStream, crop_flip
@@ -115,14 +116,18 @@ def init_models(
 
 
 def default_chunk_size(n_params: int, batch_size: int, device: torch.device) -> int:
-    """How many models fit in one batched chunk: optimiser state plus a guess at activations."""
+    """How many models fit in one batched chunk: optimiser state plus a guess at activations.
+
+    On a CPU the chunk is also kept small enough that its parameters, gradients and
+    optimiser state (16 bytes per parameter) stay within ~64 MB: 64 reference-width digits
+    MLPs trained 1.25x faster in chunks of 8 than all at once, while small models still go
+    in one chunk.
+    """
+    per_model = 16 * n_params + 4 * batch_size * 50_000
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = free * 0.6
-    else:
-        budget = 4e9
-    per_model = 16 * n_params + 4 * batch_size * 50_000
-    return max(1, int(budget // per_model))
+        return max(1, int(free * 0.6 // per_model))
+    return max(1, min(int(4e9 // per_model), int(64e6 // (16 * n_params))))
 
 
 class _Batcher:
@@ -157,8 +162,10 @@ class _Batcher:
             if self.recipe.augment:
                 for other in members[1:]:
                     self._advance_aug(other)  # keep every member's generator in step
-        else:
+        elif self.recipe.augment:
             x = torch.stack([self._inputs(idx[r], m) for r, m in enumerate(members)])
+        else:  # one gather and one normalisation for all members
+            x = self.dataset.normalize(self.images[idx.to(self.images.device)])
         mem = torch.tensor(list(members))
         y = self.labels[mem[:, None], idx].to(self.device)
         w = None if self.weights is None else self.weights[mem[:, None], idx].to(self.device)
@@ -224,6 +231,7 @@ def fit_many(
     """
     recipe = get_recipe(recipe)
     device = torch.device(device)
+    tune_malloc()
     if labels.dim() != 2:
         raise TaskspaceError(f"labels must be [models, images], got {tuple(labels.shape)}")
     m_total, n = labels.shape

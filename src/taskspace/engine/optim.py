@@ -32,6 +32,9 @@ class StackedOptimizer:
         """One update; ``lrs [M]`` per-model learning rates, ``active [M]`` bool."""
         r = self.recipe
         self.t += active.double()
+        if bool(active.all()) and bool((lrs == lrs[0]).all()) and bool((self.t == self.t[0]).all()):
+            self._uniform_step(float(lrs[0]), float(self.t[0]))
+            return
         for p, st in zip(self.params, self.state):
             g = p.grad
             if g is None:
@@ -70,6 +73,53 @@ class StackedOptimizer:
                 step_size = lr / bc1
                 denom = st["v"].sqrt() / bc2_sqrt + r.eps
                 p.sub_(torch.where(act, step_size * st["m"] / denom, torch.zeros_like(p)))
+
+    def _uniform_step(self, lr: float, t: float) -> None:
+        """The common case (every model active, one lr, one step count): the same update as
+        above with scalar hyper-parameters and foreach kernels, i.e. torch.optim's own
+        formulas, without the per-model masks that dominate small-model steps on a CPU."""
+        r = self.recipe
+        pairs = [(p, st) for p, st in zip(self.params, self.state) if p.grad is not None]
+        if not pairs:
+            return
+        ps = [p for p, _ in pairs]
+        gs = [p.grad for p in ps]
+        if r.weight_decay:
+            gs = torch._foreach_add(gs, ps, alpha=r.weight_decay)
+        if r.optimizer == "sgd":
+            if r.momentum:
+                if all("buf" in st for _, st in pairs):
+                    bufs = [st["buf"] for _, st in pairs]
+                    torch._foreach_mul_(bufs, r.momentum)
+                    torch._foreach_add_(bufs, gs)
+                else:
+                    for (_, st), g in zip(pairs, gs):
+                        if "buf" in st:
+                            st["buf"].mul_(r.momentum).add_(g)
+                        else:
+                            st["buf"] = g.clone()
+                            st["seen"] = torch.ones(g.shape[0], dtype=torch.bool)
+                    bufs = [st["buf"] for _, st in pairs]
+                ds = torch._foreach_add(gs, bufs, alpha=r.momentum) if r.nesterov else bufs
+            else:
+                ds = gs
+            torch._foreach_add_(ps, ds, alpha=-lr)
+            return
+        b1, b2 = r.betas
+        for p, st in pairs:
+            if "m" not in st:
+                st["m"] = torch.zeros_like(p)
+                st["v"] = torch.zeros_like(p)
+        ms = [st["m"] for _, st in pairs]
+        vs = [st["v"] for _, st in pairs]
+        torch._foreach_lerp_(ms, gs, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+        step_size = lr / (1 - b1**t)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, (1 - b2**t) ** 0.5)
+        torch._foreach_add_(denom, r.eps)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-step_size)
 
     def zero_grad(self) -> None:
         for p in self.params:
