@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 from torch.utils.checkpoint import checkpoint
 
+from taskspace.engine.batchnorm import use_reduction_batchnorm
 from taskspace.models import create_model
 
 __all__ = ["InnerLearners", "soft_cross_entropy", "symmetric_agreement_loss"]
@@ -73,7 +74,9 @@ class InnerLearners:
         self.num_outputs = num_outputs
         template = create_model(arch, num_outputs, **self.shape, **self.kwargs)
         self.num_params = sum(p.numel() for p in template.parameters())
-        self.base = copy.deepcopy(template).to("meta")
+        # reduction-based BatchNorm: the native kernel's backward on vmap's folded
+        # [b, M*C] layout was a fifth of a batched meta-step on a CPU
+        self.base = use_reduction_batchnorm(copy.deepcopy(template)).to("meta")
 
     def init(self, seeds: Sequence[int], dtype: torch.dtype = torch.float32,
              device: str | torch.device = "cpu") -> tuple[dict, dict]:

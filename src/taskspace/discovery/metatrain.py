@@ -31,6 +31,7 @@ from taskspace.data.dataset import ImageDataset
 from taskspace.discovery.encoder import TaskEncoder, soft_labels
 from taskspace.discovery.inner import InnerLearners, symmetric_agreement_loss
 from taskspace.discovery.uniformity import uniformity_loss
+from taskspace.engine.cpu import tune_malloc
 from taskspace.errors import TaskspaceError
 from taskspace.io import atomic_write
 
@@ -94,6 +95,7 @@ class MetaTrainer:
                  settings: MetaSettings, *, device: str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         settings.check(encoder.num_tasks)
+        tune_malloc()
         self.enc = encoder.to(device=device, dtype=dtype)
         self.learners = learners
         self.ds = dataset
