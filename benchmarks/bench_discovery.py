@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--widths", type=int, nargs="+", default=[256, 64])
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--mem-steps", type=int, default=20)
     p.add_argument("--mem-heads", type=int, default=2)
     p.add_argument("--mem-widths", type=int, nargs="+", default=[1024, 512, 256, 64])

@@ -269,3 +269,26 @@ def test_label_bn_modes_leave_the_encoder_untouched(digits):
     off_before = h_run[tr].mean(0).abs().max()
     off_after = h_cal[tr].mean(0).abs().max()
     assert off_after < 0.1 < off_before  # nearly centred after calibration
+
+
+def test_digits_discovery_meets_the_targets(tmp_path):
+    """Default digits preset, K=16, AS of every kind under one protocol (what ``make demo``
+    runs): discovered AS >= human AS - 0.03 and >= random AS + 0.15, every positive rate in
+    [0.2, 0.8], mean off-diagonal folded similarity <= 0.7, and meta-training raises the
+    heads' AS above the same heads on the untrained encoder."""
+    from taskspace.discovery import discovery_demo_rows
+    from taskspace.io import read_csv
+
+    run = tmp_path / "discover"
+    summary = discovery_demo_rows(out=run, num_tasks=16, progress=False, seed=0)
+    mean = {(r["kind"], r["split"]): float(r["mean"]) for r in summary}
+    for split in ("heldout", "test"):
+        found = mean[("discovered", split)]
+        assert found >= mean[("human", split)] - 0.03
+        assert found >= mean[("random", split)] + 0.15
+        assert found > mean[("untrained", split)]
+    heads = read_csv(run / "heads.csv")
+    assert len(heads) == 16
+    assert all(0.2 <= float(h["positive_rate"]) <= 0.8 for h in heads)
+    metrics = {r["metric"]: float(r["value"]) for r in read_csv(run / "summary.csv")}
+    assert metrics["similarity_offdiag_mean"] <= 0.7

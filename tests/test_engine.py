@@ -168,3 +168,14 @@ def test_stacked_optimizer_matches_torch_optim(cfg):
     for m in range(3):
         torch.testing.assert_close(stacked[m].detach(), singles[m].detach(), rtol=1e-6,
                                    atol=1e-7)
+
+
+def test_cpu_chunks_are_cache_sized():
+    """On a CPU, big models go in small chunks (their stacked state stays ~64 MB) while
+    small models still train all at once."""
+    from taskspace.engine.fit import default_chunk_size
+
+    cpu = torch.device("cpu")
+    assert default_chunk_size(737_000, 128, cpu) == 5  # reference-width digits MLP
+    assert default_chunk_size(17_000, 128, cpu) >= 64  # 64-128-64 digits MLP
+    assert default_chunk_size(50_000_000, 128, cpu) == 1

@@ -226,7 +226,7 @@ def format_headline(rows: Sequence[dict[str, Any]]) -> str:
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
         by.setdefault(str(r["setting"]), {})[str(r["type"])] = r
-    lines = [f"{'setting':<10} {'random':>16} {'adversarial':>16} {'splits':>7}"]
+    lines = [f"{'setting':<10} {'random':>16} {'adversarial':>16} {'adv. min':>9} {'splits':>7}"]
 
     def cell(r: dict | None) -> str:
         if r is None:
@@ -235,8 +235,9 @@ def format_headline(rows: Sequence[dict[str, Any]]) -> str:
 
     for setting, d in by.items():
         count = int(d.get("adversarial", d.get("random", {})).get("count", 0))
+        adv_min = f"{float(d['adversarial']['min']):.3f}" if "adversarial" in d else "-"
         lines.append(f"{setting:<10} {cell(d.get('random')):>16} "
-                     f"{cell(d.get('adversarial')):>16} {count:>7}")
+                     f"{cell(d.get('adversarial')):>16} {adv_min:>9} {count:>7}")
     return "\n".join(lines)
 
 
