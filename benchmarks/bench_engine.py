@@ -31,28 +31,38 @@ CIFAR = ROOT.parent / "shared" / "external" / "cifar10-yoongikim"
 
 
 def plain_loop(model: str, ds: ImageDataset, labels: torch.Tensor, recipe: Recipe,
-               seeds: list[int], kwargs: dict) -> dict[str, torch.Tensor]:
+               seeds: list[int], kwargs: dict, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The baseline a researcher would write: one model after the other, torch.optim,
-    batches gathered from the in-memory tensor (same batch stream as the engine)."""
+    batches gathered from the in-memory tensor (same batch stream as the engine); on CUDA
+    with the recipe's bf16 autocast and channels_last."""
     train = ds.split("train")
     steps = recipe.num_steps(len(train))
+    images, labels = ds.images.to(device), labels.to(device)
+    cuda = device.startswith("cuda")
     states = []
     for m, seed in enumerate(seeds):
         torch.manual_seed(seed)
         net = create_model(model, 2, in_channels=ds.channels, image_size=ds.image_size,
-                           **kwargs).train()
+                           **kwargs).to(device).train()
+        if cuda and recipe.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         if recipe.optimizer == "adam":
             opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
         else:
             opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum)
         stream = IndexStream(train, seed)
         for _ in range(steps):
-            idx = stream.next(recipe.batch_size)
-            loss = F.cross_entropy(net(ds.normalize(ds.images[idx])), labels[m, idx])
+            idx = stream.next(recipe.batch_size).to(device)
+            x = ds.normalize(images[idx])
+            if cuda and recipe.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", torch.bfloat16, enabled=cuda and recipe.bf16):
+                out = net(x)
+            loss = F.cross_entropy(out.float(), labels[m, idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-        states.append({k: v.detach() for k, v in net.named_parameters()})
+        states.append({k: v.detach().cpu() for k, v in net.named_parameters()})
     return {k: torch.stack([s[k] for s in states]) for k in states[0]}
 
 
@@ -76,24 +86,37 @@ def per_model_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     return worst
 
 
+def _timed(fn, device: str):  # noqa: ANN001, ANN202
+    """``fn()`` and its wall time, with the GPU's queue drained before and after."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t0
+
+
 def bench(model: str, ds: ImageDataset, m: int, recipe: Recipe, kwargs: dict,
-          label: str, repeat: int) -> dict:
+          label: str, repeat: int, device: str = "cpu") -> dict:
     """Time both paths (best of ``repeat``) and compare their parameters model by model."""
     labels = task_labels(ds, m)
     seeds = list(range(100, 100 + m))
     warm = recipe.replace(steps=2)  # first-call costs (allocator, kernels) out of both timings
-    fit_many(model, ds, labels[:2], warm, seeds[:2], model_kwargs=kwargs)
-    plain_loop(model, ds, labels[:2], warm, seeds[:2], kwargs)
+    fit_many(model, ds, labels[:2], warm, seeds[:2], model_kwargs=kwargs, device=device,
+             batched=True)
+    plain_loop(model, ds, labels[:2], warm, seeds[:2], kwargs, device)
     t_batched = t_loop = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        ens = fit_many(model, ds, labels, recipe, seeds, order_seeds=seeds, model_kwargs=kwargs)
-        t_batched = min(t_batched, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        ref = plain_loop(model, ds, labels, recipe, seeds, kwargs)
-        t_loop = min(t_loop, time.perf_counter() - t0)
+        ens, t = _timed(lambda: fit_many(model, ds, labels, recipe, seeds, order_seeds=seeds,
+                                         model_kwargs=kwargs, device=device, batched=True),
+                        device)
+        t_batched = min(t_batched, t)
+        ref, t = _timed(lambda: plain_loop(model, ds, labels, recipe, seeds, kwargs, device),
+                        device)
+        t_loop = min(t_loop, t)
     rel = per_model_rel_diff(ens.params, ref)
-    return {"case": label, "model": model, "M": m, "optimizer": recipe.optimizer,
+    return {"case": label, "model": model, "M": m, "device": device,
+            "optimizer": recipe.optimizer,
             "batch_size": recipe.batch_size, "batched_s": round(t_batched, 3),
             "loop_s": round(t_loop, 3), "speedup": round(t_loop / t_batched, 2),
             "median_rel_param_diff": float(rel.median()),

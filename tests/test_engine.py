@@ -47,6 +47,23 @@ def test_batched_matches_loop(digits, optimizer):
     assert (pa == pb).float().mean() > 0.99
 
 
+ARCHS = {"convnet": {"widths": (8, 16, 16)}, "resnet18": {"width": 8},
+         "vit4": {"dim": 16, "depth": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16,
+                  "patch_size": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_every_architecture_trains_the_same_batched(digits, name):
+    """Convolutions, residual BatchNorm and the ViT's token BatchNorm under vmap give the
+    per-model loop's parameters and running statistics."""
+    recipe = Recipe(optimizer="sgd", lr=0.02, momentum=0.9, steps=4, batch_size=32)
+    kw = dict(seeds=[3, 4, 5], order_seeds=[0, 0, 1], model_kwargs=ARCHS[name])
+    a = fit_many(name, digits, _labels(digits, 3), recipe, batched=True, **kw)
+    b = fit_many(name, digits, _labels(digits, 3), recipe, batched=False, **kw)
+    assert _max_rel(a.params, b.params) < 1e-4
+    assert _max_rel(a.buffers, b.buffers) < 1e-4
+
+
 def test_training_learns_and_is_deterministic(digits):
     labels = _labels(digits, 2)
     recipe = Recipe(epochs=5, batch_size=64)

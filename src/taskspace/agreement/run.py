@@ -54,10 +54,12 @@ class AgreementConfig(DataConfig):
     weight_decay: float | None = None
     augment: bool | None = None
     schedule: str | None = None
+    bf16: bool = False
+    channels_last: bool = False
     shared_order: bool = True
     seed: int = 0
     device: str = "cpu"
-    batched: bool = True
+    batched: bool | None = None
     chunk_size: int | None = None
     tasks_per_job: int = 8
     launch: str = "inprocess"
@@ -78,7 +80,7 @@ def recipe_of(cfg: AgreementConfig):  # noqa: ANN201
     return get_recipe(
         cfg.recipe, epochs=cfg.epochs, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size,
         optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, augment=cfg.augment,
-        schedule=cfg.schedule,
+        schedule=cfg.schedule, bf16=cfg.bf16, channels_last=cfg.channels_last,
     )
 
 

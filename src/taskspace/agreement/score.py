@@ -64,7 +64,7 @@ def agreement_score(
     task_ids: Sequence[int] | None = None,
     device: str = "cpu",
     chunk_size: int | None = None,
-    batched: bool = True,
+    batched: bool | None = None,
     model_kwargs: dict | None = None,
     progress: bool = False,
 ) -> list[dict]:

@@ -6,6 +6,11 @@ step. Written with plain reductions instead, vmap turns BatchNorm into contiguou
 reductions over the batch dimension. Semantics are those of ``nn.BatchNorm1d/2d`` (biased
 variance to normalise, unbiased variance in the running estimate, ``momentum`` or the
 cumulative average when ``momentum=None``).
+
+Only the native ``BatchNorm1d/2d/3d`` classes are replaced: a subclass with its own
+``forward`` keeps it, unless it says how its input is laid out with a class attribute
+``reduction_layout = "tokens"`` (``[..., C]`` inputs normalised over all leading
+dimensions, as the ViT's token BatchNorm does).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from torch import nn
 class ReductionBatchNorm(nn.Module):
     """Drop-in replacement for a ``_BatchNorm`` module (same parameters and buffers)."""
 
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, tokens: bool = False) -> None:
         super().__init__()
+        self.tokens = tokens
         self.eps, self.momentum = bn.eps, bn.momentum
         self.affine, self.track = bn.affine, bn.track_running_stats
         self.training = bn.training
@@ -29,6 +35,12 @@ class ReductionBatchNorm(nn.Module):
             self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tokens:
+            return self._normalize(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        return self._normalize(x)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm of ``[B, C, ...]``: statistics over every dimension but ``C``."""
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         if self.training or not self.track:
@@ -53,11 +65,17 @@ class ReductionBatchNorm(nn.Module):
         return y
 
 
+_NATIVE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def use_reduction_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm submodule of ``module`` in place; returns ``module``."""
+    """Replace the BatchNorm submodules of ``module`` in place (see the module docstring);
+    returns ``module``."""
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+        if type(child) in _NATIVE:
             setattr(module, name, ReductionBatchNorm(child))
-        else:
+        elif getattr(type(child), "reduction_layout", None) == "tokens":
+            setattr(module, name, ReductionBatchNorm(child, tokens=True))
+        elif not isinstance(child, nn.modules.batchnorm._BatchNorm):
             use_reduction_batchnorm(child)
     return module

@@ -115,6 +115,21 @@ def init_models(
     return models
 
 
+def prefer_batched(model: nn.Module, n_models: int, device: torch.device) -> bool:
+    """Whether to train ``n_models`` of ``model`` with vmap (else the per-model loop).
+
+    Measured (benchmarks/bench_engine.py, bench_gpu.py): under vmap a convolution becomes a
+    grouped convolution, which ran at 0.4-0.6x the loop's speed (convnet x2/x8 on 2 CPU
+    cores, a ResNet-18 pair on an H100), and on CUDA a pair of big models already fills the
+    GPU (ViT and reference-MLP pairs: 0.7-1.0x). Everything else stays batched, where many
+    small models gain most (64 digits MLPs: 2.9x on a CPU, 10x on an H100) and where, on a
+    CPU, results did not change with the thread count (the loop's did).
+    """
+    if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+        return False
+    return not (device.type == "cuda" and n_models < 4)
+
+
 def default_chunk_size(n_params: int, batch_size: int, device: torch.device) -> int:
     """How many models fit in one batched chunk: optimiser state plus a guess at activations.
 
@@ -207,7 +222,7 @@ def fit_many(
     num_outputs: int | None = None,
     device: str | torch.device = "cpu",
     chunk_size: int | None = None,
-    batched: bool = True,
+    batched: bool | None = None,
     model_kwargs: dict | None = None,
     progress: bool = False,
 ) -> Ensemble:
@@ -227,7 +242,9 @@ def fit_many(
             ``masks[m]`` is true, for ``recipe.epochs`` passes over its own subset.
         num_outputs: outputs per model (default: max label + 1).
         chunk_size: models per batched chunk (default: sized to memory).
-        batched: False runs the plain per-model loop (same result, slower).
+        batched: True trains each chunk with vmap, False with the plain per-model loop (the
+            same result); None (default) picks the faster for the model, the chunk's size
+            and the device (:func:`prefer_batched`).
     """
     recipe = get_recipe(recipe)
     device = torch.device(device)
@@ -269,7 +286,7 @@ def fit_many(
     bar = _progress(progress, int(sum(totals[c].max() for c in chunks)), model_name)
     for members in chunks:
         models = init_models(model_name, num_outputs, [seeds_l[m] for m in members], dataset, **kw)
-        if batched:
+        if batched if batched is not None else prefer_batched(probe, len(members), device):
             try:
                 part = _fit_batched(models, members, batcher, totals, recipe, device, bar)
             except (RuntimeError, NotImplementedError) as err:

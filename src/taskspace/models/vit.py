@@ -25,6 +25,9 @@ __all__ = ["TokenBatchNorm", "ViTBackbone", "vit4"]
 class TokenBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d over the channels of ``[B, N, D]`` tokens, statistics over batch and tokens."""
 
+    #: tells the engine's vmap-friendly BatchNorm how to lay the input out
+    reduction_layout = "tokens"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """Normalise every token's ``D`` channels with statistics pooled over ``B * N``."""
         return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)

@@ -102,7 +102,7 @@ def evaluate_splits(
     split_ids: Sequence[int] | None = None,
     device: str = "cpu",
     chunk_size: int | None = None,
-    batched: bool = True,
+    batched: bool | None = None,
     model_kwargs: dict | None = None,
     progress: bool = False,
     return_predictions: bool = False,

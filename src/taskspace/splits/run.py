@@ -103,7 +103,7 @@ class SplitEvalConfig(SplitConfig):
     per_class: int = 6
     device: str = "cpu"
     chunk_size: int | None = None
-    batched: bool = True
+    batched: bool | None = None
 
 
 #: Options that do not change results (a resumed run may change them).
