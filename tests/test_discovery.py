@@ -120,6 +120,17 @@ def test_checkpointed_unroll_gives_the_same_gradient(digits):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_checkpointed_meta_step_equals_the_plain_one(digits):
+    """Encoder checkpointing too: the same encoder after a meta-step, running statistics
+    included (the recomputed forward pass must not update them a second time)."""
+    plain, ckpt = _trainer(digits), _trainer(digits, use_checkpoint=True)
+    plain.meta_step()
+    ckpt.meta_step()
+    a, b = plain.enc.state_dict(), ckpt.enc.state_dict()
+    for k in a:
+        assert torch.allclose(a[k].double(), b[k].double(), rtol=1e-9, atol=1e-12), k
+
+
 def test_batched_heads_equal_one_head_at_a_time(digits):
     """vmap over heads x learners == the mean of per-head meta-gradients (fixed inits)."""
     batched = _grads(_trainer(digits, heads=2, fixed_inits=True), [0, 3])
