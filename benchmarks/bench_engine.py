@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import taskspace.engine.fit as fitmod
 from taskspace.data import ImageDataset, load_dataset
 from taskspace.engine import Recipe, fit_many
 from taskspace.engine.streams import IndexStream
@@ -115,10 +116,20 @@ def bench(model: str, ds: ImageDataset, m: int, recipe: Recipe, kwargs: dict,
                         device)
         t_loop = min(t_loop, t)
     rel = per_model_rel_diff(ens.params, ref)
+    t_vmap = None
+    if model == "mlp" and device == "cpu":  # the same, with the vmap + autograd step
+        fitmod.HAND_WRITTEN_MLP_STEP = False
+        try:
+            t_vmap = min(_timed(lambda: fit_many(
+                model, ds, labels, recipe, seeds, order_seeds=seeds, model_kwargs=kwargs,
+                batched=True), device)[1] for _ in range(repeat))
+        finally:
+            fitmod.HAND_WRITTEN_MLP_STEP = True
     return {"case": label, "model": model, "M": m, "device": device,
             "optimizer": recipe.optimizer,
             "batch_size": recipe.batch_size, "batched_s": round(t_batched, 3),
             "loop_s": round(t_loop, 3), "speedup": round(t_loop / t_batched, 2),
+            "vmap_step_s": None if t_vmap is None else round(t_vmap, 3),
             "median_rel_param_diff": float(rel.median()),
             "max_rel_param_diff": float(rel.max())}
 
@@ -156,10 +167,11 @@ def main() -> None:
                               "CIFAR-10 convnet 16-32-64", 1))
             print(rows[-1], flush=True)
     print(f"\n{'case':<28} {'opt':>4} {'batch':>5} {'M':>3} {'batched s':>10} {'loop s':>8} "
-          f"{'speed-up':>9} {'rel diff: median':>17} {'max':>8}")
+          f"{'speed-up':>9} {'vmap step s':>12} {'rel diff: median':>17} {'max':>8}")
     for r in rows:
+        vmap = "" if r["vmap_step_s"] is None else f"{r['vmap_step_s']:.2f}"
         print(f"{r['case']:<28} {r['optimizer']:>4} {r['batch_size']:>5} {r['M']:>3} "
-              f"{r['batched_s']:>10.2f} {r['loop_s']:>8.2f} {r['speedup']:>8.1f}x "
+              f"{r['batched_s']:>10.2f} {r['loop_s']:>8.2f} {r['speedup']:>8.1f}x {vmap:>12} "
               f"{r['median_rel_param_diff']:>17.1e} {r['max_rel_param_diff']:>8.1e}")
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -62,6 +64,63 @@ def test_every_architecture_trains_the_same_batched(digits, name):
     b = fit_many(name, digits, _labels(digits, 3), recipe, batched=False, **kw)
     assert _max_rel(a.params, b.params) < 1e-4
     assert _max_rel(a.buffers, b.buffers) < 1e-4
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_hand_written_mlp_step_equals_autograd(shared):
+    """Gradients and running statistics of the hand-written MLP step equal those of
+    vmap + autograd through the same stacked model (weights, an inactive model, 3 classes)."""
+    from torch.func import functional_call, stack_module_state
+
+    from taskspace.engine.batchnorm import use_reduction_batchnorm
+    from taskspace.engine.mlp_step import StackedMLPStep, stacked_mlp_layers
+    from taskspace.models import create_model
+
+    m, b = 4, 16
+    models = []
+    for s in range(m):
+        torch.manual_seed(s)
+        net = create_model("mlp", 3, in_channels=1, image_size=8, widths=(12, 10, 6)).double()
+        net.backbone[3].momentum = None if s % 2 else 0.2  # cumulative average too
+        models.append(net)
+    assert stacked_mlp_layers(models[0]) is not None
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 1, 8, 8, generator=g, dtype=torch.float64)
+    if not shared:
+        x = torch.randn(m, b, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (m, b), generator=g)
+    w = torch.rand(m, b, generator=g, dtype=torch.float64)
+    active = torch.tensor([True, True, False, True])
+
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    start = {k: v.clone() for k, v in buffers.items()}
+    for k in ("backbone.3.running_mean", "backbone.3.running_var"):  # visible updates
+        start[k] += torch.rand(start[k].shape, generator=g, dtype=torch.float64)
+    ref_buf = {k: v.clone() for k, v in start.items()}
+    man_buf = {k: v.clone() for k, v in start.items()}
+    base = use_reduction_batchnorm(copy.deepcopy(models[1])).to("meta")  # momentum=None one
+
+    def fwd(p: dict, bufs: dict, xx: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, bufs), (xx,))
+
+    logits = torch.vmap(fwd, in_dims=(0, 0, None if shared else 0),
+                        randomness="different")(params, ref_buf, x)
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    ((ce.view(m, b) * w).mean(1) * active).sum().backward()
+    expected = {k: v.grad.clone() for k, v in params.items()}
+
+    StackedMLPStep(stacked_mlp_layers(models[1]))(params, man_buf, x, y, w, active, shared=shared)
+    for k in expected:
+        torch.testing.assert_close(params[k].grad, expected[k], rtol=1e-10, atol=1e-12)
+    assert params["backbone.1.weight"].grad[2].abs().max() == 0  # inactive model
+    for k in ("backbone.3.running_mean", "backbone.3.running_var"):
+        # the vmap path updates every model (fit_many restores inactive ones afterwards)
+        torch.testing.assert_close(man_buf[k][active], ref_buf[k][active], rtol=1e-10, atol=1e-12)
+        assert torch.equal(man_buf[k][2], start[k][2])
+        assert not torch.equal(man_buf[k][0], start[k][0])
+    torch.testing.assert_close(man_buf["backbone.3.num_batches_tracked"],
+                               start["backbone.3.num_batches_tracked"] + active.long())
 
 
 def test_training_learns_and_is_deterministic(digits):
