@@ -172,6 +172,14 @@ def test_rerun_with_other_options_is_refused(tmp_path, capsys):
     code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "seed=3", f"out={out}"],
                             capsys)
     assert code == 2 and "different options (seed)" in err
+    # a run made before an option existed resumes at that option's default, not otherwise
+    cfg = out / "config.yaml"
+    cfg.write_text("".join(ln for ln in cfg.read_text().splitlines(keepends=True)
+                           if not ln.startswith("bf16:")))
+    assert _run_cli(["agreement", *FAST_CLI, "num_tasks=1", f"out={out}"], capsys)[0] == 0
+    code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "bf16=true", f"out={out}"],
+                            capsys)
+    assert code == 2 and "different options (bf16)" in err
 
 
 def test_help_lists_options(capsys):

@@ -20,7 +20,11 @@ def config_digest(cfg: Any, ignore: Collection[str]) -> str:
 
 
 def check_run_config(out: Path, cfg: Any, ignore: Collection[str]) -> None:
-    """Raise when ``out/config.yaml`` holds other result-affecting options than ``cfg``."""
+    """Raise when ``out/config.yaml`` holds other result-affecting options than ``cfg``.
+
+    An option missing from the saved file (added to taskspace after the run was made) counts
+    as its default, so a newer version resumes an older run unless the option is changed.
+    """
     path = out / "config.yaml"
     if not path.exists():
         return
@@ -28,7 +32,8 @@ def check_run_config(out: Path, cfg: Any, ignore: Collection[str]) -> None:
 
     old = yaml.safe_load(path.read_text()) or {}
     new = to_dict(cfg)
-    diff = sorted(k for k in new if k not in ignore and old.get(k) != new[k])
+    defaults = to_dict(type(cfg)())
+    diff = sorted(k for k in new if k not in ignore and old.get(k, defaults.get(k)) != new[k])
     if diff:
         raise TaskspaceError(f"run directory {out} was made with different options "
                              f"({', '.join(diff)}); use another out=... or delete it")

@@ -128,7 +128,7 @@ def prefer_batched(model: nn.Module, n_models: int, device: torch.device) -> boo
     grouped convolution, which ran at 0.4-0.6x the loop's speed (convnet x2/x8 on 2 CPU
     cores, a ResNet-18 pair on an H100), and on CUDA a pair of big models already fills the
     GPU (ViT and reference-MLP pairs: 0.7-1.0x). Everything else stays batched, where many
-    small models gain most (64 digits MLPs: 2.9x on a CPU, 10x on an H100) and where, on a
+    small models gain most (64 digits MLPs: 3.0x on a CPU, 10x on an H100) and where, on a
     CPU, results did not change with the thread count (the loop's did).
     """
     if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
