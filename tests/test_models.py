@@ -89,6 +89,21 @@ def test_convolutional_models_accept_other_sizes() -> None:
         assert model(x).shape == (2, 2)
 
 
+def test_convnet_flatten_head_sees_the_whole_feature_map() -> None:
+    """``pool="flatten"``: the head reads C*h*w position-specific features of a fixed size."""
+    model = create_model("convnet", 2, image_size=32, widths=(8, 16, 16), pool="flatten")
+    assert model.feature_dim == 16 * 4 * 4
+    x = torch.randn(2, 3, 32, 32)
+    assert model.features(x).shape == (2, 256) and model(x).shape == (2, 2)
+    with pytest.raises(TaskspaceError, match="built for 32x32"):
+        model(torch.randn(2, 3, 12, 12))
+    with pytest.raises(TaskspaceError, match="pool must be"):
+        create_model("convnet", 2, pool="max")
+    digits = create_model("convnet", 2, in_channels=1, image_size=8, widths=(4, 4, 4, 4),
+                          pool="flatten")
+    assert digits(torch.randn(3, 1, 8, 8)).shape == (3, 2)  # 8 -> 4 -> 2 -> 1 -> 1
+
+
 def test_unknown_model_lists_available() -> None:
     """A typo names the problem and the valid choices."""
     with pytest.raises(TaskspaceError, match=r"unknown model 'nope'; available: convnet, mlp"):
