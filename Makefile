@@ -28,6 +28,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_discovery.py
+	$(PY) benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
