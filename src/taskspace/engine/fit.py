@@ -350,19 +350,9 @@ def _fit_batched(
     def fwd(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(base, (p, b), (x,))
 
-    # measured on CPUs only (1.3x); on CUDA the vmap step with autocast is kept
-    cpu_mlp = HAND_WRITTEN_MLP_STEP and device.type == "cpu"
-    layers = stacked_mlp_layers(models[0]) if cpu_mlp else None
-    mlp_step = StackedMLPStep(layers) if layers else None
-    for step in range(int(tot.max())):
-        active = step < tot
-        x, y, w, shared = batcher.draw(members)
-        if mlp_step is not None:  # same arithmetic as below, fewer elementwise passes
-            mlp_step(params, buffers, x, y, w, active, shared=shared)
-            opt.step(schedule_lr(recipe, step, tot), active)
-            if bar is not None:
-                bar.update(1)
-            continue
+    def vmap_grads(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
+                   active: torch.Tensor, shared: bool) -> None:
+        """Gradients into ``.grad`` by vmap + autograd; inactive models keep their buffers."""
         if recipe.channels_last and device.type == "cuda" and shared:
             x = x.contiguous(memory_format=torch.channels_last)
         in_dims = (0, 0, None) if shared else (0, 0, 0)
@@ -373,12 +363,25 @@ def _fit_batched(
             logits = torch.vmap(fwd, in_dims=in_dims, randomness="different")(params, buffers, x)
         losses = _loss(logits.float(), y, w)
         (losses * active.to(device, losses.dtype)).sum().backward()
-        opt.step(schedule_lr(recipe, step, tot), active)
-        opt.zero_grad()
         if old_buffers is not None:
             act = active.to(device)
             for k, v in buffers.items():
                 v.copy_(torch.where(act.view(-1, *[1] * (v.dim() - 1)), v, old_buffers[k]))
+
+    # plain MLPs on a CPU: the same arithmetic with fewer elementwise passes (measured 1.3x
+    # there); on CUDA the vmap step with autocast is kept
+    cpu_mlp = HAND_WRITTEN_MLP_STEP and device.type == "cpu"
+    layers = stacked_mlp_layers(models[0]) if cpu_mlp else None
+    mlp_step = StackedMLPStep(layers) if layers else None
+    for step in range(int(tot.max())):
+        active = step < tot
+        x, y, w, shared = batcher.draw(members)
+        if mlp_step is not None:
+            mlp_step(params, buffers, x, y, w, active, shared=shared)
+        else:
+            vmap_grads(x, y, w, active, shared)
+        opt.step(schedule_lr(recipe, step, tot), active)
+        opt.zero_grad()
         if bar is not None:
             bar.update(1)
     return (
