@@ -178,7 +178,7 @@ def test_stratified_subset_and_official_splits() -> None:
     counts = classes[sub].bincount(minlength=10).tolist()
     assert sum(counts) == 101 and counts[:9] == [11] * 9 and counts[9] == 2
     test_classes = torch.arange(10).repeat(3)
-    keep, splits = official_splits(classes, test_classes, seed=1, train_size=100, test_size=10)
+    keep, splits, _ = official_splits(classes, test_classes, seed=1, train_size=100, test_size=10)
     assert len(keep) == 110 and bool((keep[100:] >= len(classes)).all())
     assert [len(splits[k]) for k in ("train", "heldout", "test")] == [90, 10, 10]
     assert classes[keep[:100]].bincount().tolist() == [11] * 9 + [1]

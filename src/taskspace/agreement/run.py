@@ -124,7 +124,7 @@ def run_chunk(run_dir: str, chunk: int, task_indices: list[int]) -> str:
     out = Path(run_dir)
     cfg = apply_overrides(AgreementConfig(), yaml.safe_load((out / "config.yaml").read_text()))
     dataset = dataset_of(cfg)
-    dataset.splits = load_splits(out / "splits.npz")
+    dataset.use_splits(load_splits(out / "splits.npz"))
     tasks = load_tasks(out / "tasks.npz").select(task_indices)
     rows = agreement_score(
         dataset, tasks, model=cfg.model, recipe=recipe_of(cfg), pairs=cfg.pairs,
@@ -148,7 +148,7 @@ def run_agreement(cfg: AgreementConfig) -> Path:
     check_run_config(out, cfg, NON_RESULT_KEYS)
     dataset = dataset_of(cfg)
     if (out / "splits.npz").exists():
-        dataset.splits = load_splits(out / "splits.npz")
+        dataset.use_splits(load_splits(out / "splits.npz"))
     tasks = load_tasks(out / "tasks.npz") if (out / "tasks.npz").exists() else build_tasks(
         cfg, dataset)
     from taskspace.tasks import validate_tasks

@@ -201,10 +201,11 @@ def load_cifar(
             f"no {name} data in {path}: expected {folder}/ (torchvision's python batches) "
             "or train/<class>/ and test/<class>/ image folders"
         )
+    layout = "torchvision" if batches is not None else "imagefolder"
     stats = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else None
     if stats is None:
         stats = channel_stats(tree.images[: tree.part_sizes[0]])
     return tree_dataset(
         name, tree, split_seed=split_seed, heldout=heldout, train_size=train_size,
-        test_size=test_size, stats=stats,
+        test_size=test_size, stats=stats, index_order=layout,
     )  # fmt: skip

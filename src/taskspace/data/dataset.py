@@ -26,6 +26,12 @@ class ImageDataset:
         splits: named ``int64`` index sets (``train``, ``heldout``, ``test``).
         attributes: optional ``[N, A]`` 0/1 attributes, with ``attribute_names``.
         ids: optional stable id per image (e.g. relative file path), in index order.
+        split_orders: every split's indices in the seeded permutation order it was drawn in
+            (``splits`` holds them sorted); :meth:`first` takes "the first n" from here.
+        index_order: what image index ``i`` means: ``torchvision`` (CIFAR python batches:
+            torchvision's train images then its test images, so the reference's index-based
+            files apply), ``imagefolder`` (canonical tree order: class folder, then file
+            name) or ``native`` (the loader's own order, e.g. scikit-learn's digits).
     """
 
     name: str
@@ -38,6 +44,8 @@ class ImageDataset:
     attributes: torch.Tensor | None = None
     attribute_names: list[str] | None = None
     ids: list[str] | None = None
+    split_orders: dict[str, torch.Tensor] = field(default_factory=dict)
+    index_order: str = "native"
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -73,6 +81,30 @@ class ImageDataset:
                 f"dataset {self.name!r} has no split {name!r} (has: {sorted(self.splits)})"
             )
         return self.splits[name]
+
+    def use_splits(self, splits: dict[str, torch.Tensor]) -> None:
+        """Replace the splits (e.g. with those a run directory stored). A split's seeded
+        order is kept only where the new split holds the same images."""
+        orders = {}
+        for name, idx in splits.items():
+            old = self.split_orders.get(name)
+            if old is not None and torch.equal(old.sort().values, idx.sort().values):
+                orders[name] = old
+        self.splits, self.split_orders = dict(splits), orders
+
+    def first(self, name: str, n: int, seed: int = 0) -> torch.Tensor:
+        """The first ``n`` images of split ``name`` in its seeded order (class-mixed).
+
+        This is the reference's "first batch of the held-out split": its held-out subset is
+        in ``random_split``'s permutation order. A split without a recorded order (one read
+        from a file) is put in a seeded random order first, never taken sorted: on a
+        class-ordered tree the sorted split starts with a single class.
+        """
+        idx = self.split(name)
+        order = self.split_orders.get(name)
+        if order is None:
+            order = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+        return order[: min(int(n), len(order))]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (any leading dims) -> float32, mean/std normalised."""

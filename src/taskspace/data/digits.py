@@ -16,7 +16,7 @@ import torch
 
 from taskspace.data.dataset import ImageDataset
 from taskspace.data.imagefolder import channel_stats
-from taskspace.data.splits import make_splits
+from taskspace.data.splits import make_split_orders
 from taskspace.errors import TaskspaceError
 
 __all__ = ["DIGITS_HELDOUT", "DIGITS_TEST", "load_digits"]
@@ -44,7 +44,7 @@ def load_digits(*, split_seed: int = 0, heldout: int | float | None = None) -> I
     images = ((values * 255 + 8) // 16).clamp(0, 255).to(torch.uint8).unsqueeze(1)
     classes = torch.from_numpy(bunch.target).to(torch.int64)
     mean, std = channel_stats(images)
-    splits = make_splits(
+    orders = make_split_orders(
         len(images), split_seed, DIGITS_HELDOUT if heldout is None else heldout, DIGITS_TEST
     )
     return ImageDataset(
@@ -54,6 +54,7 @@ def load_digits(*, split_seed: int = 0, heldout: int | float | None = None) -> I
         std=std,
         classes=classes,
         class_names=[str(int(c)) for c in bunch.target_names],
-        splits=splits,
+        splits={k: v.sort().values for k, v in orders.items()},
         ids=[f"{i:04d}" for i in range(len(images))],
+        split_orders=orders,
     )

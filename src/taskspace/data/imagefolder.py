@@ -33,7 +33,7 @@ import torch
 
 from taskspace.data.cache import FileRecord, cached_build, progress_bar
 from taskspace.data.dataset import ImageDataset
-from taskspace.data.splits import make_splits, official_splits
+from taskspace.data.splits import make_split_orders, official_splits
 from taskspace.errors import TaskspaceError
 
 __all__ = [
@@ -369,6 +369,7 @@ def tree_dataset(
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     single_heldout: float = 0.1,
     single_test: float = 0.2,
+    index_order: str = "imagefolder",
 ) -> ImageDataset:
     """Turn a decoded tree into an :class:`ImageDataset` with its splits.
 
@@ -384,7 +385,7 @@ def tree_dataset(
         n_tr = tree.part_sizes[0]
         if stats is None:
             stats = channel_stats(images[:n_tr])
-        keep, splits = official_splits(
+        keep, splits, orders = official_splits(
             classes[:n_tr], classes[n_tr:], seed=split_seed, heldout=heldout,
             train_size=train_size, test_size=test_size,
         )  # fmt: skip
@@ -399,9 +400,10 @@ def tree_dataset(
             )
         if stats is None:
             stats = channel_stats(images)
-        splits = make_splits(
+        orders = make_split_orders(
             len(images), split_seed, single_heldout if heldout is None else heldout, single_test
         )
+        splits = {k: v.sort().values for k, v in orders.items()}
     return ImageDataset(
         name=name,
         images=images,
@@ -411,6 +413,8 @@ def tree_dataset(
         class_names=list(tree.class_names),
         splits=splits,
         ids=list(ids),
+        split_orders=orders,
+        index_order=index_order,
     )
 
 

@@ -27,6 +27,7 @@ from taskspace.errors import TaskspaceError
 
 __all__ = [
     "load_splits",
+    "make_split_orders",
     "make_splits",
     "official_splits",
     "resolve_count",
@@ -63,6 +64,34 @@ def resolve_count(value: int | float, n: int, what: str) -> int:
     return count
 
 
+def make_split_orders(
+    n: int, seed: int, heldout: int | float, test: int | float = 0
+) -> dict[str, torch.Tensor]:
+    """The splits of :func:`make_splits` in the seeded permutation's order (not sorted).
+
+    "The first ``m`` held-out images" means these: the reference takes the first batch of
+    its held-out ``random_split`` subset in permutation order, which is class-mixed, while
+    the sorted split of a class-ordered tree starts with one class.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise TaskspaceError(f"cannot split {n!r} images; need a positive count")
+    h = resolve_count(heldout, int(n), "heldout")
+    t = resolve_count(test, int(n), "test")
+    n_train = int(n) - h - t
+    if n_train < 1:
+        raise TaskspaceError(
+            f"heldout={heldout!r} and test={test!r} leave no training images out of {n}"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(int(n), generator=g)
+    orders = {"train": perm[:n_train]}
+    if h:
+        orders["heldout"] = perm[n_train : n_train + h]
+    if t:
+        orders["test"] = perm[n_train + h :]
+    return orders
+
+
 def make_splits(
     n: int, seed: int, heldout: int | float, test: int | float = 0
 ) -> dict[str, torch.Tensor]:
@@ -79,25 +108,10 @@ def make_splits(
         ``{"train", "heldout", "test"}`` sorted ``int64`` tensors. Positions
         ``[0, n - h - t)`` of the permutation are train, the next ``h`` held-out, the last
         ``t`` test. ``heldout`` / ``test`` are left out when their count is 0, so a caller
-        asking for a missing split gets a clear error instead of an empty set.
+        asking for a missing split gets a clear error instead of an empty set. The
+        permutation order itself: :func:`make_split_orders`.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise TaskspaceError(f"cannot split {n!r} images; need a positive count")
-    h = resolve_count(heldout, int(n), "heldout")
-    t = resolve_count(test, int(n), "test")
-    n_train = int(n) - h - t
-    if n_train < 1:
-        raise TaskspaceError(
-            f"heldout={heldout!r} and test={test!r} leave no training images out of {n}"
-        )
-    g = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(int(n), generator=g)
-    splits = {"train": perm[:n_train].sort().values}
-    if h:
-        splits["heldout"] = perm[n_train : n_train + h].sort().values
-    if t:
-        splits["test"] = perm[n_train + h :].sort().values
-    return splits
+    return {k: v.sort().values for k, v in make_split_orders(n, seed, heldout, test).items()}
 
 
 def validate_splits(
@@ -226,7 +240,7 @@ def official_splits(
     heldout: int | float | None = None,
     train_size: int | None = None,
     test_size: int | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Splits of a dataset with an official train part followed by an official test part.
 
     1. Subsets (only when asked, for CPU-sized work): a generator seeded with ``seed`` first
@@ -242,7 +256,8 @@ def official_splits(
 
     Returns:
         ``keep``: sorted indices into the concatenated parts (``train`` then ``test``) of the
-        images to keep; and the splits, as indices into the kept images.
+        images to keep; the splits, as sorted indices into the kept images; and the same
+        splits in permutation order (:func:`make_split_orders`; ``test`` in file order).
     """
     n_tr, n_te = len(train_classes), len(test_classes)
     train_size = _check_size(train_size, n_tr, "train_size")
@@ -257,7 +272,8 @@ def official_splits(
     n_pool = len(tr_keep)
     if heldout is None:
         heldout = max(1, n_pool // 10) if n_pool > 1 else 0
-    splits = make_splits(n_pool, seed, heldout)
+    orders = make_split_orders(n_pool, seed, heldout)
+    splits = {k: v.sort().values for k, v in orders.items()}
     if len(te_keep):
-        splits["test"] = torch.arange(n_pool, n_pool + len(te_keep))
-    return torch.cat([tr_keep, n_tr + te_keep]), splits
+        splits["test"] = orders["test"] = torch.arange(n_pool, n_pool + len(te_keep))
+    return torch.cat([tr_keep, n_tr + te_keep]), splits, orders

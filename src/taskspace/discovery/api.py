@@ -62,7 +62,7 @@ def compare_with_baselines(run_dir: str | Path, num_tasks: int | None = None, *,
         from taskspace.agreement.run import dataset_of
 
         ds = dataset_of(cfg)
-        ds.splits = load_splits(run_dir / "splits.npz")
+        ds.use_splits(load_splits(run_dir / "splits.npz"))
         every = TaskSet.concat(
             found,
             human_tasks(ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed,

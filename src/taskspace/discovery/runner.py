@@ -389,7 +389,7 @@ def run_discover(cfg: DiscoverConfig) -> Path:
     check_run_config(out, cfg, NON_RESULT_KEYS)
     ds = dataset_of(cfg)
     if (out / "splits.npz").exists():
-        ds.splits = load_splits(out / "splits.npz")
+        ds.use_splits(load_splits(out / "splits.npz"))
     build_encoder(cfg, ds)  # validate arch, dims and backbone before writing anything
     build_learners(cfg, ds)
     settings_of(cfg).check(cfg.K)  # type: ignore[arg-type]
