@@ -145,9 +145,15 @@ def proxy_agreement_score(
     **kwargs: object,
 ) -> list[dict]:
     """Proxy AS for screening (reference ``as-proxy-params``): ``steps`` plain-SGD steps,
-    agreement on one held-out batch of ``batch_size`` images (the first of ``heldout``)."""
-    recipe = get_recipe("proxy", steps=steps, lr=lr, batch_size=batch_size)
-    held = dataset.split("heldout")[:batch_size]
+    agreement on one held-out batch of ``batch_size`` images.
+
+    ``lr`` is the reference's: one SGD over both networks on ``0.5 (L_A + L_B)``, so each
+    network steps at ``lr / 2`` on its own loss. The batch is the first ``batch_size``
+    held-out images in the split's seeded order (:meth:`ImageDataset.first`), class-mixed as
+    the reference's ``random_split`` subset is.
+    """
+    recipe = get_recipe("proxy", steps=steps, lr=0.5 * lr, batch_size=batch_size)
+    held = dataset.first("heldout", batch_size)
     return agreement_score(
         dataset, tasks, model=model, recipe=recipe, seed=seed, pairs=pairs, device=device,
         eval_idx={"proxy": held}, **kwargs,  # type: ignore[arg-type]

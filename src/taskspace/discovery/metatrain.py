@@ -150,8 +150,8 @@ class MetaTrainer:
 
     def _eval_batch(self, step: int) -> torch.Tensor:
         n = min(self.s.eval_batch_size, len(self.eval_idx))
-        if self.s.fixed_eval_batch:
-            return self.eval_idx[:n]
+        if self.s.fixed_eval_batch:  # the reference's first held-out batch, class-mixed
+            return self.ds.first("heldout", n)
         g = self._gen(17, step)
         return self.eval_idx[torch.randperm(len(self.eval_idx), generator=g)[:n]]
 
