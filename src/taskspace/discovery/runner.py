@@ -7,9 +7,14 @@ they look like. Sign convention: task ``k`` labels image ``x`` with ``1[w_k . h(
 (``flip=true`` inverts every label); it is stored in ``tasks.npz`` meta as ``sign``.
 
 Presets: ``preset=digits`` (the default; sized for a 2-core CPU on the built-in digits) and
-``preset=reference`` (the README values: d=K=32, T=50, inner lr 0.01, batch 512, temperature
-5, lambda_u 25, one head per step, fixed inner initialisations and a fixed held-out batch).
-Any option given explicitly overrides the preset.
+``preset=reference``, the reference's README command, a GPU preset (``device=cuda``; its
+3,200 meta-steps of 50 ResNet-18 inner steps are hours on a GPU and out of reach on a CPU):
+CIFAR ResNet-18 encoder backbone and inner learners, d=K=32, T=50, inner lr 0.01, batch 512,
+temperature 5, lambda_u 25, one head per step, fixed inner initialisations, the fixed first
+held-out batch, held-out split seed 42, and the final tasks' AS by the 100-epoch
+``reference`` recipe with ResNet-18 learners. Any option given explicitly overrides the
+preset. ``label_bn`` stays ``running`` in both (the reference's encoder never left train
+mode, so its labels used batch statistics: ``label_bn=batch`` reproduces that).
 
 Run directory (``runs/discover-...`` or ``out=``): ``config.yaml``, ``splits.npz``,
 ``checkpoint.pt`` (every ``checkpoint_every`` meta-steps: encoder, Adam, head position,
@@ -46,6 +51,7 @@ from taskspace.agreement.score import ROW_COLUMNS, agreement_score
 from taskspace.config import apply_overrides, to_dict
 from taskspace.data import ImageDataset, load_splits, save_splits
 from taskspace.discovery.artifacts import (
+    COVERAGE_PROBES,
     calibrate_bn,
     coverage,
     encoder_embeddings,
@@ -66,6 +72,7 @@ from taskspace.tasks import TaskSet, export_tasks_csv, human_tasks, random_tasks
 #: Values of the options left unset (None), per preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
+        "arch": "mlp", "recipe": "fast", "split_seed": 0, "coverage_probe": "fast",
         "d": 16, "K": 16, "T": 8, "inner_lr": 1.0, "batch_size": 128, "eval_batch_size": 256,
         "temperature": 5.0, "uniformity": 0.25, "meta_steps": 40, "heads_per_step": 8,
         "outer_lr": 3e-3,
@@ -73,6 +80,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "as_kwargs": {"widths": [256, 64]},
     },
     "reference": {
+        "arch": "resnet18", "recipe": "reference", "split_seed": 42,
+        "coverage_probe": "reference",
         "d": 32, "K": 32, "T": 50, "inner_lr": 0.01, "batch_size": 512, "eval_batch_size": 512,
         "temperature": 5.0, "uniformity": 25.0, "meta_steps": 3200, "heads_per_step": 1,
         "outer_lr": 1e-3,
@@ -86,7 +95,8 @@ class DiscoverConfig(DataConfig):
     """Options of ``taskspace discover`` (``key=value``); None means "from the preset"."""
 
     preset: str = "digits"
-    arch: str = "mlp"
+    split_seed: int | None = None  # type: ignore[assignment]
+    arch: str | None = None
     as_arch: str | None = None
     model_kwargs: Any = None
     as_kwargs: Any = None
@@ -121,10 +131,11 @@ class DiscoverConfig(DataConfig):
     evaluate: bool = True
     baselines: bool = False
     num_baseline_tasks: int | None = None
-    recipe: str = "fast"
+    recipe: str | None = None
     as_epochs: float | None = None
     eval_kwargs: Any = None
     pairs: int = 1
+    coverage_probe: str | None = None
     gallery_size: int = 10
     device: str = "cpu"
     out: str | None = None
@@ -160,6 +171,9 @@ def resolve(cfg: DiscoverConfig) -> DiscoverConfig:
                              " lower K or raise d")
     if cfg.meta_steps < 0:  # type: ignore[operator]
         raise TaskspaceError(f"meta_steps must be >= 0, got {cfg.meta_steps}")
+    if cfg.coverage_probe not in COVERAGE_PROBES:
+        raise TaskspaceError(f"coverage_probe must be one of {list(COVERAGE_PROBES)}, got "
+                             f"{cfg.coverage_probe!r}")
     if cfg.label_bn not in ("running", "batch"):
         raise TaskspaceError(f"label_bn must be 'running' or 'batch', got {cfg.label_bn!r}")
     if cfg.freeze_backbone and cfg.backbone is None:
@@ -340,7 +354,8 @@ def evaluate_run(cfg: DiscoverConfig, ds: ImageDataset, trainer: MetaTrainer, ou
     write_csv(out / "heads.csv", heads, HEAD_COLUMNS)
     h = encoder_embeddings(enc, ds, cfg.label_bn)
     human = human_tasks(ds.classes, ds.num_classes, seed=cfg.seed, include_original=False)
-    cov = coverage(h, human.labels, ds.split("train"), ds.split("test"), seed=cfg.seed)
+    cov = coverage(h, human.labels, ds.split("train"), ds.split("heldout"),
+                   probe=cfg.coverage_probe, seed=cfg.seed)
     write_csv(out / "coverage.csv",
               [{"task": n, "probe_accuracy": float(a)} for n, a in zip(human.names, cov)],
               ["task", "probe_accuracy"])
