@@ -22,9 +22,10 @@ logs, RNG; rerun the same command to resume), ``log.csv``, ``encoder.safetensors
 included), ``tasks.npz`` + ``tasks.csv`` (reference CSV layout), ``untrained_tasks.npz``
 (the same heads on the untrained encoder), ``agreement.csv`` (AS rows, same protocol as
 ``taskspace agreement``), ``heads.csv`` (per head: AS, untrained AS, positive rate),
-``similarity.csv/.png`` (folded Hamming similarity), ``coverage.csv`` (linear-probe
-accuracy of every human task from ``h``), ``galleries/<task>.png``, ``summary.csv`` and,
-with ``baselines=true``, human and random tasks in ``agreement.csv`` and ``as_by_kind.png``.
+``similarity.csv/.png`` (folded Hamming similarity), ``coverage.csv`` (held-out accuracy of
+a linear probe from ``h`` to every human task; ``coverage_probe=reference|fast``),
+``galleries/<task>.png``, ``summary.csv`` and, with ``baselines=true``, human and random
+tasks in ``agreement.csv`` and ``as_by_kind.png``.
 
 Measured on digits (``taskspace discover``, preset digits: 40 meta-steps of 8 heads, about
 10-60 s of meta-training on 2 cores; AS by the ``fast`` recipe with the reference mlp,
@@ -144,7 +145,8 @@ class DiscoverConfig(DataConfig):
 
 #: Options that do not change results (a resumed run may change them).
 NON_RESULT_KEYS = {"out", "progress", "device", "checkpoint_every", "stop_after", "evaluate",
-                   "baselines", "num_baseline_tasks", "gallery_size", "grad_checkpoint"}
+                   "baselines", "num_baseline_tasks", "gallery_size", "grad_checkpoint",
+                   "coverage_probe"}
 
 
 def resolve(cfg: DiscoverConfig) -> DiscoverConfig:
