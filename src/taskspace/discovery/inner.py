@@ -17,6 +17,31 @@ meta-gradient flows through all steps (a full second-order unroll). With
 ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``: only the parameters between steps
 are stored and a step's graph is rebuilt during the backward pass (same gradient, much less
 memory for large learners). Core PyTorch only: no ``higher``, no TorchOpt.
+
+``first_order=True`` (off by default; the reference has no such estimator, see below) is the
+first-order approximation of that unroll: it keeps the label path and drops only the
+learner-to-learner second-order terms. With ``g(w, q)`` the inner gradient and
+``v = dL/dw_T`` the meta-loss gradient at the final learners, the full meta-gradient
+reaching step ``t``'s labels is ``-lr (dg/dq_t)^T prod_{s>t} (I - lr H_s) v``; the first-order
+one sets every ``d w_{s+1} / d w_s = I - lr H_s`` to the identity::
+
+    dL/dq_t = -lr (d g(w_t, q_t) / d q_t)^T v = -lr d/dq_t [ v . g(w_t, q_t) ]
+
+and ``v . g(w_t, q_t)`` is the directional derivative of the inner loss along ``v``, one
+forward-mode (dual-number) pass of the learners at ``w_t``. So no step keeps a graph: the
+forward pass takes plain gradients and each step stores only its inputs (``w_t``, ``x_t``,
+``q_t``), and the backward pass costs one forward-mode pass per step instead of a double
+backward. Per-step checkpointing then saves nothing and is skipped. Because ``g`` is linear
+in ``q`` (soft cross-entropy), the label path is exact given the trajectory; only the
+Hessian products between steps are dropped.
+
+The reference's ``foxas`` option (``FOXASLoss``, ``data_mode=full`` only) is a different,
+online algorithm, not this one: its learners are carried from one inner step to the next;
+at every inner step they take one differentiable SGD step on the encoder's soft labels of
+the current training batch, the symmetric agreement loss on the *next training batch* is
+back-propagated through that single step (plus uniformity), and the encoder takes an Adam
+step, i.e. ``T`` encoder updates per head, each with a one-step meta-gradient. Ours keeps
+the ``T``-step unroll, the held-out meta-evaluation and one encoder update per meta-step.
 """
 
 from __future__ import annotations
@@ -25,6 +50,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 from torch.utils.checkpoint import checkpoint
@@ -110,14 +136,28 @@ class InnerLearners:
         in_dims = (0, 0, None if shared else 0)
         return torch.vmap(fwd, in_dims=in_dims, randomness="different")(params, buffers, x)
 
+    def loss(self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor, *,
+             shared: bool) -> torch.Tensor:
+        """The inner loss ``0.5 * sum_m CE(f(x_m; w_m), q_m)`` (BatchNorm batch statistics)."""
+        logits = self.forward(params, buffers, x, shared=shared, train=True)
+        return 0.5 * soft_cross_entropy(logits, q).sum()
+
     def step(self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor, lr: float,
              *, shared: bool, create_graph: bool = True) -> dict:
         """One differentiable SGD step of every learner on soft labels ``q [M, b, C]``."""
-        logits = self.forward(params, buffers, x, shared=shared, train=True)
-        loss = 0.5 * soft_cross_entropy(logits, q).sum()
+        loss = self.loss(params, buffers, x, q, shared=shared)
         names = list(params)
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
         return {n: params[n] - lr * g for n, g in zip(names, grads)}
+
+    def first_order_step(self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor,
+                         lr: float, *, shared: bool) -> dict:
+        """One SGD step whose backward treats ``d w_{t+1} / d w_t`` as the identity and keeps
+        the label path ``d w_{t+1} / d q_t`` (see the module docstring)."""
+        names = list(params)
+        out = _FirstOrderStep.apply(self, names, buffers, x, lr, shared, q,
+                                    *[params[n] for n in names])
+        return dict(zip(names, out))
 
     def unroll(
         self,
@@ -135,25 +175,67 @@ class InnerLearners:
 
         The soft labels ``qs[t]`` carry the encoder's graph; ``params`` may carry a graph of
         their own (e.g. in a finite-difference test). ``buffers`` are cloned first, so the
-        caller's copy (a fixed initialisation) is never modified. ``first_order`` drops the
-        second-order terms (the reference's ``foxas``): each step's gradient is a constant.
+        caller's copy (a fixed initialisation) is never modified. ``first_order`` keeps the
+        label path and drops the Hessian products between steps (module docstring); it
+        stores no step graph, so ``use_checkpoint`` has nothing to save and is ignored.
         """
         buffers = {k: v.clone() for k, v in buffers.items()}
         names = list(params)
         params = {k: v if v.requires_grad else v.detach().requires_grad_(True)
                   for k, v in params.items()}
-        create_graph = not first_order
         for x, q in zip(xs, qs):
-            if use_checkpoint:
+            if first_order:
+                params = self.first_order_step(params, buffers, x, q, lr, shared=shared)
+            elif use_checkpoint:
                 def _step(x_: torch.Tensor, q_: torch.Tensor, *flat: torch.Tensor,
                           _buf: dict = buffers) -> tuple[torch.Tensor, ...]:
-                    new = self.step(dict(zip(names, flat)), _buf, x_, q_, lr, shared=shared,
-                                    create_graph=create_graph)
+                    new = self.step(dict(zip(names, flat)), _buf, x_, q_, lr, shared=shared)
                     return tuple(new[n] for n in names)
 
                 out = checkpoint(_step, x, q, *[params[n] for n in names], use_reentrant=False)
                 params = dict(zip(names, out))
             else:
-                params = self.step(params, buffers, x, q, lr, shared=shared,
-                                   create_graph=create_graph)
+                params = self.step(params, buffers, x, q, lr, shared=shared)
         return params, buffers
+
+
+class _FirstOrderStep(torch.autograd.Function):
+    """``w_{t+1} = w_t - lr g(w_t, q_t)`` with ``d w_{t+1}/d w_t := I`` in the backward pass.
+
+    Forward: a plain (graph-free) SGD step; BatchNorm running statistics are updated once, in
+    ``buffers``, as in the exact step. Backward: the incoming ``v = dL/dw_{t+1}`` goes to
+    ``w_t`` unchanged, and to the labels as ``-lr d/dq [v . g(w_t, q)]``, where ``v . g`` is
+    the tangent of the inner loss in a forward-mode pass at ``w_t`` along ``v`` (on a copy of
+    the buffers, so statistics are not updated twice). Learners must be deterministic (no
+    dropout): the backward pass re-runs their forward.
+    """
+
+    @staticmethod
+    def forward(ctx, learners: InnerLearners, names: list[str], buffers: dict,
+                x: torch.Tensor, lr: float, shared: bool, q: torch.Tensor,
+                *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.learners, ctx.names, ctx.lr, ctx.shared = learners, names, lr, shared
+        ctx.buffers = {k: v.clone() for k, v in buffers.items()}
+        ctx.save_for_backward(x, q, *flat)
+        with torch.enable_grad():
+            params = {n: w.detach().requires_grad_(True) for n, w in zip(names, flat)}
+            new = learners.step(params, buffers, x, q.detach(), lr, shared=shared,
+                                create_graph=False)
+        return tuple(new[n].detach() for n in names)
+
+    @staticmethod
+    def backward(ctx, *grad_w: torch.Tensor | None) -> tuple:
+        x, q, *flat = ctx.saved_tensors
+        grad_q = None
+        if ctx.needs_input_grad[6]:
+            tangents = [torch.zeros_like(w) if g is None else g for w, g in zip(flat, grad_w)]
+            with torch.enable_grad(), fwAD.dual_level():
+                q_ = q.detach().requires_grad_(True)
+                dual = {n: fwAD.make_dual(w.detach(), t)
+                        for n, w, t in zip(ctx.names, flat, tangents)}
+                buffers = {k: v.clone() for k, v in ctx.buffers.items()}
+                loss = ctx.learners.loss(dual, buffers, x, q_, shared=ctx.shared)
+                slope = fwAD.unpack_dual(loss).tangent  # v . g(w_t, q)
+                (grad,) = torch.autograd.grad(slope, q_)
+            grad_q = -ctx.lr * grad
+        return (None, None, None, None, None, None, grad_q, *grad_w)
