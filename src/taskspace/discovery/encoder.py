@@ -11,8 +11,9 @@ hyperplanes through the origin keep every task near 50/50 without a balance loss
 orthogonal heads on a uniformly spread ``h`` give decorrelated tasks.
 
 Sign convention: ``taskspace`` labels are ``1[s > 0]`` (``flip=True`` gives ``1[s <= 0]``).
-The reference trains with ``argmax [s, -s]`` (class 0 <=> s > 0); the agreement score is
-the same either way, but exported label orientation is not.
+The reference trains with ``argmax [s, -s]`` (class 0 <=> s > 0); the two conventions are
+equal in distribution over learner initialisations, not for fixed ones (see
+:func:`soft_labels`), and exported label orientation differs.
 """
 
 from __future__ import annotations
@@ -187,7 +188,12 @@ class TaskEncoder(nn.Module):
 def soft_labels(s: torch.Tensor, temperature: float) -> torch.Tensor:
     """Soft two-class labels ``softmax(T [-s, s])``: class 1 <=> ``s > 0`` (``[..., 2]``).
 
-    The reference uses ``softmax(T [s, -s])`` (class 0 <=> s > 0): a label flip, which leaves
-    the agreement surrogate and its meta-gradient unchanged.
+    The reference uses ``softmax(T [s, -s])`` (class 0 <=> s > 0): the same labels with the
+    two classes swapped. Swapping the classes is the same as swapping the two rows of every
+    learner's output layer (the agreement loss is symmetric in the classes), and those rows
+    are drawn i.i.d., so the two conventions give the same meta-loss and meta-gradient only
+    in distribution over learner initialisations. For fixed initialisations (the reference's
+    one stored pair, ``fixed_inits``) they train different learners and give a different
+    meta-loss and meta-gradient.
     """
     return torch.softmax(temperature * torch.stack([-s, s], dim=-1), dim=-1)
