@@ -21,7 +21,14 @@ from taskspace.io import read_csv, write_csv, write_yaml
 from taskspace.launch import LaunchOptions, run_jobs
 from taskspace.models import create_model
 from taskspace.rundir import check_run_config, config_digest
-from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks, save_tasks
+from taskspace.tasks import (
+    TaskSet,
+    human_tasks,
+    load_tasks,
+    parse_task_spec,
+    random_tasks,
+    save_tasks,
+)
 
 
 @dataclass
@@ -92,7 +99,17 @@ def dataset_of(cfg: DataConfig) -> ImageDataset:
 
 
 def build_tasks(cfg: AgreementConfig, dataset: ImageDataset) -> TaskSet:
-    """The task set named by ``cfg.tasks``: ``human``, ``random``, ``original`` or files."""
+    """The task set named by ``cfg.tasks``, a comma-separated list of ``human``, ``random``,
+    ``original`` and task files ``<path>[:<format>]``.
+
+    A file's ``format`` says what its rows mean (:data:`taskspace.tasks.TASK_FORMATS`):
+    ``labels`` (one per image, dataset order), ``torchvision_train`` (the reference's
+    ``ssl_tasks.csv`` / ``discovered.csv``: one per official CIFAR training image in
+    torchvision order; their test images are unlabelled, so only ``heldout`` AS is scored)
+    or ``class_subsets`` (row j = positive class ids of task j, e.g.
+    ``tasks=tiny_imagenet_binary_tasks.npy:class_subsets``). Without it the shape decides,
+    and a shape that fits two readings is refused (see :func:`taskspace.tasks.load_tasks`).
+    """
     parts: list[TaskSet] = []
     for item in [t.strip() for t in cfg.tasks.split(",") if t.strip()]:
         if item == "human":
@@ -104,7 +121,8 @@ def build_tasks(cfg: AgreementConfig, dataset: ImageDataset) -> TaskSet:
         elif item == "random":
             parts.append(random_tasks(len(dataset), cfg.num_tasks, seed=cfg.seed))
         else:
-            parts.append(load_tasks(item))
+            path, fmt = parse_task_spec(item)
+            parts.append(load_tasks(path, format=fmt, dataset=dataset))
     if not parts:
         raise TaskspaceError("tasks is empty; use tasks=human,random or a task file path")
     return TaskSet.concat(*parts)

@@ -76,7 +76,9 @@ def agreement_score(
         model, recipe: the learner.
         pairs: seeded pairs per task (report mean and std over them).
         shared_order: both models of a pair read the same batches (reference protocol).
-        eval_splits: split names to evaluate on (those the dataset lacks are skipped).
+        eval_splits: split names to evaluate on (those the dataset lacks are skipped, and
+            so is a split a task has no labels on, :meth:`TaskSet.unlabelled_splits`: the
+            reference's CIFAR task files label the training images only).
         eval_idx: explicit evaluation index sets instead of ``eval_splits`` (proxy AS).
         task_ids: global task indices used for seeding (default ``0..K-1``), so a chunk of
             a larger task set gets the same models as in a whole run.
@@ -98,6 +100,7 @@ def agreement_score(
         raise TaskspaceError(
             f"no evaluation split among {list(eval_splits)} in dataset {dataset.name!r}"
         )
+    unlabelled = [set(tasks.unlabelled_splits(k)) for k in range(len(tasks))]
     rows: list[dict] = []
     # tasks with different numbers of classes need different heads: one fit per group
     n_classes = [max(2, tasks.num_classes(k)) for k in range(len(tasks))]
@@ -114,6 +117,8 @@ def agreement_score(
             pred = predict_many(ens, dataset, idx, device=device).argmax(-1)
             pred = pred.view(len(ks), pairs, 2, len(idx))
             for j, k in enumerate(ks):
+                if split in unlabelled[k]:
+                    continue  # no labels there: no AS row against made-up labels
                 truth = tasks.labels[k, idx]
                 for p in range(pairs):
                     a, b = pred[j, p, 0], pred[j, p, 1]

@@ -47,6 +47,13 @@ def human_task_count(num_classes: int) -> int:
     return math.comb(c - 1, c // 2 - 1) if c % 2 == 0 else math.comb(c, c // 2)
 
 
+def human_task_name(num_classes: int, index: int) -> str:
+    """Name of human task ``index``: ``human-011``, zero-padded to the task count's width
+    (at least 3 digits), so names sort in index order."""
+    width = max(3, len(str(human_task_count(num_classes) - 1)))
+    return f"human-{int(index):0{width}d}"
+
+
 def human_task_subset(num_classes: int, index: int) -> tuple[int, ...]:
     """The positive classes of human task ``index``, without enumerating the others.
 
@@ -187,8 +194,7 @@ def human_tasks(
         )
     else:
         indices = list(range(total))
-    width = max(3, len(str(total - 1)))
-    names = [f"human-{i:0{width}d}" for i in indices]
+    names = [human_task_name(c, i) for i in indices]
     subsets = [human_task_subset(c, i) for i in indices]
     tasks = class_subset_tasks(classes, c, subsets, names=names, kind="human")
     for name, i in zip(names, indices):

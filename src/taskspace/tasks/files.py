@@ -14,6 +14,26 @@ Formats (see ``reference/task-discovery.md`` section 9):
   and as the reference's ``ssl_tasks.csv``), or without (``name1,name2,...``, the
   reference's ``discovered.csv``, read there with ``index_col=False``).
 
+What the rows mean (``format=`` of :func:`load_tasks`, ``tasks=<file>:<format>`` on the
+command line, :data:`TASK_FORMATS`):
+
+- ``labels``: one label per image of the dataset, in its index order (``[K, N]``).
+- ``torchvision_train``: the reference's CIFAR layout (``ssl_tasks.csv``, ``discovered.csv``):
+  one row per official *training* image, 50,000, in torchvision's ``CIFAR10(train=True)``
+  order. Placed on a dataset loaded from torchvision's python batches through its image ids
+  (:mod:`taskspace.tasks.layout`), so ``train_size`` subsets work; the test images get no
+  labels (``meta["unlabelled_splits"] = ["test"]``), so their AS is not scored. Refused,
+  with the reason, on an ImageFolder tree, whose order is not torchvision's.
+- ``class_subsets``: row ``j`` lists the positive class ids of binary task ``j`` (the
+  reference's ``tiny_imagenet_binary_tasks.npy``, int64 ``[5, 100]`` out of 200 classes);
+  built with :func:`class_subset_tasks` over the dataset's classes, kind ``human``.
+
+Without ``format`` it is read from the shape, and a shape that fits two readings is an
+error asking for the format: a bare ``.npy`` (no sidecar) in which no row repeats a value
+could be class subsets or labels; on a torchvision-layout dataset, a file with 50,000 rows
+is ``torchvision_train`` unless the dataset itself has 50,000 images (then it is ambiguous).
+Otherwise the rows are ``labels``.
+
 Loading never unpickles (``np.load(allow_pickle=False)``) and every unreadable input raises
 :class:`TaskspaceError` naming the file (and line, for CSV). Every write is atomic.
 """
@@ -29,9 +49,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from taskspace.data.dataset import ImageDataset
 from taskspace.errors import TaskspaceError
 from taskspace.io import atomic_write, write_json
-from taskspace.tasks.taskset import TASK_KINDS, TaskSet
+from taskspace.tasks.builders import class_subset_tasks
+from taskspace.tasks.layout import (
+    REFERENCE_TRAIN_IMAGES,
+    reference_positions,
+    unlabelled_split_names,
+)
+from taskspace.tasks.taskset import TASK_KINDS, UNLABELLED_SPLITS_KEY, TaskSet
 
 #: Version of the native ``.npz`` layout, stored in the file.
 NPZ_VERSION = 1
@@ -40,6 +67,9 @@ NPZ_VERSION = 1
 INDEX_COLUMN_NAMES = ("", "index", "idx")
 
 _SUFFIXES = (".npz", ".npy", ".csv")
+
+#: What a task file's rows mean (see the module doc): ``load_tasks(format=...)``.
+TASK_FORMATS = ("labels", "torchvision_train", "class_subsets")
 
 
 def _labels_array(tasks: TaskSet) -> np.ndarray:
@@ -68,17 +98,17 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def save_tasks(path: str | Path, tasks: TaskSet) -> Path:
+def save_tasks(path: str | Path, tasks: TaskSet, *, dataset: ImageDataset | None = None) -> Path:
     """Write ``tasks`` to ``path`` atomically; the suffix picks the format.
 
     ``.npz`` (native, exact round trip), ``.npy`` (labels + ``<file>.npy.json`` sidecar with
-    names, kinds, meta and shape) or ``.csv`` (the reference layout, see
-    :func:`export_tasks_csv`; names only, kinds and meta are dropped).
+    names, kinds, meta and shape) or ``.csv`` (one column per task, rows as
+    :func:`export_tasks_csv` decides with ``dataset``; names only, kinds and meta dropped).
     """
     path = Path(path)
     suffix = _suffix(path)
     if suffix == ".csv":
-        return export_tasks_csv(path, tasks)
+        return export_tasks_csv(path, tasks, dataset=dataset)
     labels = _labels_array(tasks)
     meta = _meta_json(tasks)
     if suffix == ".npy":
@@ -110,12 +140,40 @@ def save_tasks(path: str | Path, tasks: TaskSet) -> Path:
     return atomic_write(path, _write_npz)
 
 
-def load_tasks(path: str | Path, *, kind: str | None = None) -> TaskSet:
+def parse_task_spec(spec: str) -> tuple[str, str | None]:
+    """Split a command-line task file spec ``<path>[:<format>]`` into path and format.
+
+    ``tasks=tiny_imagenet_binary_tasks.npy:class_subsets`` names the format
+    (:data:`TASK_FORMATS`); a bare path leaves it to :func:`load_tasks`. A ``:`` after a task
+    file name that is followed by anything but a format is an error, not part of the path.
+    """
+    head, sep, tail = spec.rpartition(":")
+    if not sep or not head:
+        return spec, None
+    if tail in TASK_FORMATS:
+        return head, tail
+    if Path(head).suffix.lower() in _SUFFIXES:
+        raise TaskspaceError(f"unknown task file format {tail!r} in {spec!r}; use "
+                             f"<file>:{' or <file>:'.join(TASK_FORMATS)}")
+    return spec, None
+
+
+def load_tasks(
+    path: str | Path,
+    *,
+    kind: str | None = None,
+    format: str | None = None,  # noqa: A002 - the user-facing option name
+    dataset: ImageDataset | None = None,
+) -> TaskSet:
     """Read a task file (``.npz``, ``.npy`` [+ sidecar] or ``.csv``) into a :class:`TaskSet`.
 
-    ``kind`` overrides every task's kind; otherwise it comes from the file (``.npz``,
-    sidecar) or is ``table``. Tasks from CSV and bare ``.npy`` get ``meta["source"]`` =
-    the file name; tasks without names in the file are named ``<stem>-000``, ...
+    ``format`` says what the file's rows mean (:data:`TASK_FORMATS`, see the module doc;
+    ``None``: from the shape, refusing shapes that fit two readings). With ``dataset`` the
+    tasks are placed on its images (``torchvision_train`` rows through its ids,
+    ``class_subsets`` over its classes); both need it. ``kind`` overrides every task's
+    kind; otherwise it comes from the file (``.npz``, sidecar), is ``human`` for class
+    subsets or ``table``. Tasks from CSV and bare ``.npy`` get ``meta["source"]`` = the
+    file name; tasks without names in the file are named ``<stem>-000``, ...
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -125,6 +183,9 @@ def load_tasks(path: str | Path, *, kind: str | None = None) -> TaskSet:
         raise TaskspaceError(f"task file {str(path)!r} is not a file")
     if kind is not None and kind not in TASK_KINDS:
         raise TaskspaceError(f"unknown task kind {kind!r}; expected one of {TASK_KINDS}")
+    if format is not None and format not in TASK_FORMATS:
+        raise TaskspaceError(f"unknown task file format {format!r}; use one of "
+                             f"{', '.join(TASK_FORMATS)}")
     try:
         if suffix == ".npz":
             tasks = _load_npz(path)
@@ -132,12 +193,91 @@ def load_tasks(path: str | Path, *, kind: str | None = None) -> TaskSet:
             tasks = _load_npy(path)
         else:
             tasks = _load_csv(path)
+        bare_npy = suffix == ".npy" and not any(p.is_file() for p in _sidecar_paths(path))
+        fmt = format or _auto_format(tasks, dataset, bare_npy, path)
+        tasks = _place(tasks, fmt, dataset, path)
     except TaskspaceError as err:
         msg = str(err)
         if str(path) in msg:
             raise
         raise TaskspaceError(f"{path}: {msg}") from err
     return tasks.with_kind(kind) if kind is not None else tasks
+
+
+def _rows_distinct(labels: torch.Tensor) -> bool:
+    """True when no row of ``[K, m]`` (``m >= 2``) repeats a value: a set of ids per row."""
+    if labels.shape[1] < 2:
+        return False
+    ordered = labels.sort(dim=1).values
+    return not bool((ordered[:, 1:] == ordered[:, :-1]).any())
+
+
+def _auto_format(tasks: TaskSet, dataset: ImageDataset | None, bare_npy: bool, path: Path
+                 ) -> str:
+    """The format a file's shape implies; an error when it fits two readings."""
+    if bare_npy and _rows_distinct(tasks.labels):
+        raise TaskspaceError(
+            f"{path}: no row repeats a value, so it may hold class subsets (row j = the "
+            "positive class ids of task j, like the reference's tiny_imagenet_binary_tasks"
+            f".npy) or per-image labels; say which: tasks={path}:class_subsets or "
+            f"tasks={path}:labels (load_tasks(..., format=...))"
+        )
+    if dataset is None or tasks.num_images != REFERENCE_TRAIN_IMAGES:
+        return "labels"
+    if dataset.index_order not in ("torchvision", "imagefolder"):
+        return "labels"
+    if len(dataset) != REFERENCE_TRAIN_IMAGES:
+        return "torchvision_train"
+    if dataset.index_order == "imagefolder":
+        return "labels"
+    raise TaskspaceError(
+        f"{path}: {REFERENCE_TRAIN_IMAGES} rows are both one per image of dataset "
+        f"{dataset.name!r} and one per official training image in torchvision order (the "
+        f"reference's layout); say which: tasks={path}:labels or tasks={path}:torchvision_train"
+    )
+
+
+def _place(tasks: TaskSet, fmt: str, dataset: ImageDataset | None, path: Path) -> TaskSet:
+    """The file's tasks as labels of the dataset's images, read as format ``fmt``."""
+    if fmt == "labels":
+        return tasks
+    if dataset is None:
+        raise TaskspaceError(f"{path}: format {fmt} needs the dataset the tasks are for")
+    if fmt == "class_subsets":
+        return _class_subsets(tasks, dataset, path)
+    return _torchvision_train(tasks, dataset, path)
+
+
+def _class_subsets(tasks: TaskSet, dataset: ImageDataset, path: Path) -> TaskSet:
+    """Row ``j`` of the file = the positive class ids of binary task ``j``."""
+    ordered = tasks.labels.sort(dim=1).values
+    dup = (ordered[:, 1:] == ordered[:, :-1]).nonzero()
+    if len(dup):
+        j, c = int(dup[0, 0]), int(ordered[dup[0, 0], dup[0, 1]])
+        raise TaskspaceError(f"{path}: format class_subsets, but row {j} repeats class id {c}; "
+                             "class subsets list distinct ids (per-image labels? use :labels)")
+    out = class_subset_tasks(dataset.classes, dataset.num_classes, tasks.labels,
+                             names=tasks.names, kind="human")
+    out.meta["source"] = path.name
+    return out
+
+
+def _torchvision_train(tasks: TaskSet, dataset: ImageDataset, path: Path) -> TaskSet:
+    """One row per official training image (torchvision order), placed through ids."""
+    if tasks.num_images != REFERENCE_TRAIN_IMAGES:
+        raise TaskspaceError(
+            f"{path}: format torchvision_train needs one row per official training image "
+            f"({REFERENCE_TRAIN_IMAGES}), the file has {tasks.num_images}"
+        )
+    pos = reference_positions(dataset, str(path))
+    train = (pos >= 0).nonzero().flatten()
+    labels = torch.zeros(len(tasks), len(dataset), dtype=torch.int64)
+    labels[:, train] = tasks.labels[:, pos[train]]
+    meta = {**tasks.meta, "rows": "torchvision_train"}
+    unlabelled = unlabelled_split_names(dataset, pos < 0)
+    if unlabelled:
+        meta[UNLABELLED_SPLITS_KEY] = unlabelled
+    return TaskSet(labels, tasks.names, tasks.kinds, meta)
 
 
 def _str_list(arr: np.ndarray, key: str, path: Path) -> list[str]:
@@ -347,15 +487,25 @@ def _load_csv(path: Path) -> TaskSet:
     return TaskSet(labels, names, ["table"] * len(names), {"source": path.name})
 
 
-def export_tasks_csv(path: str | Path, tasks: TaskSet, index: bool = True) -> Path:
+def export_tasks_csv(
+    path: str | Path, tasks: TaskSet, index: bool = True, *, dataset: ImageDataset | None = None
+) -> Path:
     """Write ``tasks`` as one column per task, one row per image, atomically.
 
-    ``index=True`` gives the reference's layout (``ssl_tasks.csv``: header
-    ``,name1,...``, an unnamed index column ``0..N-1``); ``index=False`` omits the index
-    (the reference's ``discovered.csv``). Kinds and meta are not stored: use ``.npz`` for
-    an exact round trip.
+    Rows. With ``dataset`` loaded from torchvision's python batches and holding all 50,000
+    official training images (no ``train_size`` subset), the rows are the reference's: one
+    per official training image in torchvision order (the test images are left out), so the
+    file is a drop-in ``ssl_tasks.csv`` / ``discovered.csv``. Otherwise (no ``dataset``, an
+    ImageFolder tree, a subset, another dataset) the rows are the task set's images in the
+    dataset's own index order: the file then fits only that dataset with the same options,
+    not the reference's code. Tasks without labels on some split (read from a reference
+    file) are refused there rather than written with made-up labels; keep them as ``.npz``.
+
+    ``index=True`` writes the header ``,name1,...`` and an unnamed index column ``0..R-1``
+    (``ssl_tasks.csv``); ``index=False`` omits the index (``discovered.csv``). Kinds and meta
+    are not stored: use ``.npz`` for an exact round trip.
     """
-    labels = tasks.labels.detach().cpu().numpy().T  # [N, K]
+    labels = _csv_rows(tasks, dataset).numpy()  # [R, K]
     header: list[Any] = ([""] if index else []) + list(tasks.names)
 
     def _write(tmp: Path) -> None:
@@ -368,3 +518,27 @@ def export_tasks_csv(path: str | Path, tasks: TaskSet, index: bool = True) -> Pa
                 w.writerows(labels.tolist())
 
     return atomic_write(path, _write)
+
+
+def _csv_rows(tasks: TaskSet, dataset: ImageDataset | None) -> torch.Tensor:
+    """``[R, K]`` CPU labels of the CSV rows :func:`export_tasks_csv` writes."""
+    labels = tasks.labels.detach().cpu()
+    if dataset is not None:
+        if tasks.num_images != len(dataset):
+            raise TaskspaceError(f"tasks label {tasks.num_images} images but dataset "
+                                 f"{dataset.name!r} has {len(dataset)}")
+        if dataset.index_order == "torchvision":
+            pos = reference_positions(dataset, "tasks")
+            train = (pos >= 0).nonzero().flatten()
+            if len(train) == REFERENCE_TRAIN_IMAGES:  # every official training image
+                return labels[:, train[pos[train].argsort()]].T.contiguous()
+    partly = [(n, tasks.unlabelled_splits(k)) for k, n in enumerate(tasks.names)
+              if tasks.unlabelled_splits(k)]
+    if partly:
+        name, where = partly[0]
+        raise TaskspaceError(
+            f"task {name!r} has no labels on split(s) {', '.join(where)}; a row per image would "
+            "write made-up labels there: export with the full torchvision-layout CIFAR as "
+            "dataset (the reference's rows) or save the tasks as .npz"
+        )
+    return labels.T.contiguous()

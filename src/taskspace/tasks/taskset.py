@@ -11,6 +11,12 @@ dict per task name, e.g. ``{"positive_classes": [0, 1, 2, 5, 6]}``). :meth:`Task
 keeps only the selected tasks' entries, and :meth:`TaskSet.concat` moves set-level keys
 that the parts disagree on into the per-task entries, so no fact is ever attributed to the
 wrong task. :meth:`TaskSet.task_meta` gives the merged view for one task.
+
+Partly labelled tasks. ``labels`` covers every image, but a task read from a file that labels
+only some of them (the reference's CIFAR files label the 50,000 training images, not the
+test images) records the dataset splits it has no labels on under
+``meta[UNLABELLED_SPLITS_KEY]`` (e.g. ``["test"]``); the labels there are a filler 0 and
+must not be scored (:meth:`TaskSet.unlabelled_splits`, used by the agreement score).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from taskspace.errors import TaskspaceError
 
 #: Where a task came from. ``original`` is the dataset's own multi-class labelling.
 TASK_KINDS: tuple[str, ...] = ("human", "random", "discovered", "attribute", "table", "original")
+
+#: Meta key (set-level or per task) listing the dataset splits a task has no labels on.
+UNLABELLED_SPLITS_KEY = "unlabelled_splits"
 
 #: Key of the per-task metadata dict inside :attr:`TaskSet.meta`.
 TASKS_META_KEY = "tasks"
@@ -145,6 +154,20 @@ class TaskSet:
         out.update(self.meta.get(TASKS_META_KEY, {}).get(self.names[k], {}))
         return copy.deepcopy(out)
 
+    def unlabelled_splits(self, k: int | str) -> list[str]:
+        """Dataset splits on which task ``k`` has no labels (``[]``: it labels every image).
+
+        Set by importers of files that label only some images, e.g. ``["test"]`` for the
+        reference's CIFAR task files, which label the official training images only.
+        """
+        value = self.task_meta(k).get(UNLABELLED_SPLITS_KEY, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TaskspaceError(
+                f"task {self.names[self._position(k)]!r}: meta[{UNLABELLED_SPLITS_KEY!r}] must "
+                f"be a list of split names, got {value!r}"
+            )
+        return value
+
     # ------------------------------------------------------------------ derived sets
     def select(self, indices: int | str | Iterable[int | str] | torch.Tensor) -> TaskSet:
         """The tasks at ``indices`` (positions, names, a bool mask or an index tensor)."""
@@ -236,9 +259,10 @@ def validate_tasks(
 ) -> None:
     """Check that ``tasks`` can be trained on ``dataset``; raise TaskspaceError otherwise.
 
-    Every task must label exactly the dataset's images, and must have at least two classes
-    among the labels of the training split (``None``: all images), since a one-class task
-    has nothing to learn and its agreement score is trivially 1.
+    Every task must label exactly the dataset's images, must have labels on the training
+    split (see :meth:`TaskSet.unlabelled_splits`), and must have at least two classes among
+    the labels of the training split (``None``: all images), since a one-class task has
+    nothing to learn and its agreement score is trivially 1.
     """
     if tasks.num_images != len(dataset):
         raise TaskspaceError(
@@ -247,6 +271,12 @@ def validate_tasks(
         )
     if len(tasks) == 0:
         return
+    for k in range(len(tasks)):
+        if train_split is not None and train_split in tasks.unlabelled_splits(k):
+            raise TaskspaceError(
+                f"task {tasks.names[k]!r} has no labels on the {train_split} split of dataset "
+                f"{dataset.name!r}; it cannot be trained on"
+            )
     if train_split is None:
         labels, where = tasks.labels, "the dataset"
     else:
