@@ -25,7 +25,10 @@ included), ``tasks.npz`` + ``tasks.csv`` (reference CSV layout), ``untrained_tas
 ``similarity.csv/.png`` (folded Hamming similarity), ``coverage.csv`` (held-out accuracy of
 a linear probe from ``h`` to every human task; ``coverage_probe=reference|fast``),
 ``galleries/<task>.png``, ``summary.csv`` and, with ``baselines=true``, human and random
-tasks in ``agreement.csv`` and ``as_by_kind.png``.
+tasks in ``agreement.csv`` and ``as_by_kind.png``. ``emb_baselines=N`` (default 0) adds N
+random linear tasks on the trained encoder's ``h`` to ``agreement.csv``: random hyperplanes
+(the reference's ``emb_lin_task=random``, kind ``emb-random``) or, with ``emb_classes=K``
+above 2, K-way angular sectors (kind ``emb-<K>way``; ``discovery/embedding_tasks.py``).
 
 Measured on digits (``taskspace discover``, preset digits: 40 meta-steps of 8 heads, about
 10-60 s of meta-training on 2 cores; AS by the ``fast`` recipe with the reference mlp,
@@ -61,6 +64,7 @@ from taskspace.discovery.artifacts import (
     plot_gallery,
     plot_similarity,
 )
+from taskspace.discovery.embedding_tasks import check_embedding_baselines, embedding_baselines
 from taskspace.discovery.encoder import TaskEncoder, load_backbone_weights
 from taskspace.discovery.inner import InnerLearners
 from taskspace.discovery.metatrain import MetaSettings, MetaTrainer
@@ -141,12 +145,14 @@ class DiscoverConfig(DataConfig):
     device: str = "cpu"
     out: str | None = None
     progress: bool = True
+    emb_baselines: int = 0
+    emb_classes: int = 2
 
 
 #: Options that do not change results (a resumed run may change them).
 NON_RESULT_KEYS = {"out", "progress", "device", "checkpoint_every", "stop_after", "evaluate",
                    "baselines", "num_baseline_tasks", "gallery_size", "grad_checkpoint",
-                   "coverage_probe"}
+                   "coverage_probe", "emb_baselines", "emb_classes"}
 
 
 def resolve(cfg: DiscoverConfig) -> DiscoverConfig:
@@ -322,14 +328,22 @@ def evaluate_run(cfg: DiscoverConfig, ds: ImageDataset, trainer: MetaTrainer, ou
             sets += [human_tasks(ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed,
                                  include_original=False),
                      random_tasks(len(ds), n, seed=cfg.seed)]
+        emb_kind: dict[str, str] = {}  # random linear tasks on the trained encoder's h
+        if cfg.emb_baselines:
+            emb = embedding_baselines(encoder_embeddings(enc, ds, cfg.label_bn),
+                                      cfg.emb_baselines, cfg.emb_classes, seed=cfg.seed,
+                                      flip=cfg.flip)
+            sets.append(emb)
+            emb_kind = {n: emb.meta["variant"] for n in emb.names}
         every = TaskSet.concat(*sets)
         rows = agreement_score(ds, every, model=cfg.as_arch or cfg.arch,
                                recipe=recipe_of(cfg), pairs=cfg.pairs, seed=cfg.seed,
                                device=cfg.device, progress=cfg.progress,
                                model_kwargs=cfg.eval_kwargs)
-        for r in rows:  # untrained heads get their own kind label in the tables
+        for r in rows:  # untrained heads and embedding baselines get their own kind label
             if str(r["task"]).startswith("untrained-"):
                 r["kind"] = "untrained"
+            r["kind"] = emb_kind.get(r["task"], r["kind"])
         write_csv(out / "agreement.csv", rows, ROW_COLUMNS)
     rows = read_csv(out / "agreement.csv")
     per = _as_per_task(rows)
@@ -410,6 +424,7 @@ def run_discover(cfg: DiscoverConfig) -> Path:
     build_encoder(cfg, ds)  # validate arch, dims and backbone before writing anything
     build_learners(cfg, ds)
     settings_of(cfg).check(cfg.K)  # type: ignore[arg-type]
+    check_embedding_baselines(cfg.emb_baselines, cfg.emb_classes, cfg.d)  # type: ignore
     if not (out / "config.yaml").exists():
         save_splits(out / "splits.npz", ds.splits)
         write_yaml(out / "config.yaml", to_dict(cfg))
