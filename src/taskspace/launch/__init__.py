@@ -1,5 +1,5 @@
-"""Fan-out of independent jobs: in-process, local processes, or SLURM (through submitit)."""
+"""Fan-out of independent jobs (moved to :mod:`taskspace.runs.launch`)."""
 
-from taskspace.launch.executor import LaunchOptions, run_jobs
+from taskspace.runs.launch import LaunchOptions, run_jobs
 
 __all__ = ["LaunchOptions", "run_jobs"]

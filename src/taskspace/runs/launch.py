@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taskspace.config import option
 from taskspace.errors import TaskspaceError
 
 LAUNCHERS = ("inprocess", "local", "slurm")
@@ -21,16 +22,18 @@ LAUNCHERS = ("inprocess", "local", "slurm")
 
 @dataclass
 class LaunchOptions:
-    """Where and how jobs run. ``parallel`` bounds concurrent local jobs (submitit's
-    LocalExecutor would otherwise start all at once); the SLURM fields map to sbatch."""
+    """Where and how a run's independent parts (or a sweep's points) run. ``parallel``
+    bounds concurrent local jobs (submitit's LocalExecutor would otherwise start all at
+    once); the SLURM fields map to sbatch."""
 
-    launch: str = "inprocess"
-    parallel: int = 2
-    timeout_min: int = 240
-    slurm_partition: str | None = None
-    slurm_gpus: int = 0
-    slurm_cpus: int = 4
-    slurm_mem_gb: int = 32
+    kind: str = option("inprocess", "inprocess, local (processes) or slurm (an array)")
+    parallel: int = option(2, "jobs at once (local) or array parallelism (slurm)")
+    timeout_min: int = option(240, "time limit per job, minutes")
+    slurm_partition: str | None = option(None, "SLURM partition")
+    slurm_gpus: int = option(0, "GPUs per SLURM job")
+    slurm_cpus: int = option(4, "CPUs per SLURM job")
+    slurm_mem_gb: int = option(32, "memory per SLURM job, GB")
+    per_job: int | None = option(None, "parts per job (default: the command's own)")
 
 
 def run_jobs(
@@ -41,13 +44,13 @@ def run_jobs(
     progress: bool = True,
 ) -> list[Any]:
     """Run ``fn(*args)`` for every ``args`` in ``jobs``; return the results in order."""
-    if options.launch not in LAUNCHERS:
+    if options.kind not in LAUNCHERS:
         raise TaskspaceError(
-            f"launch must be one of {', '.join(LAUNCHERS)}, got {options.launch!r}"
+            f"launch must be one of {', '.join(LAUNCHERS)}, got {options.kind!r}"
         )
     if not jobs:
         return []
-    if options.launch == "inprocess":
+    if options.kind == "inprocess":
         from tqdm.auto import tqdm
 
         return [fn(*a) for a in tqdm(jobs, desc="jobs", disable=not progress or len(jobs) < 2)]
@@ -55,7 +58,7 @@ def run_jobs(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if options.launch == "local":
+    if options.kind == "local":
         # share the cores between concurrent jobs: oversubscribed OpenMP threads made small
         # trainings two orders of magnitude slower on a busy 2-core machine
         threads = str(max(1, (os.cpu_count() or 1) // max(1, options.parallel)))
