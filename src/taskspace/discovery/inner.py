@@ -50,7 +50,6 @@ import copy
 from collections.abc import Sequence
 
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 from torch.utils.checkpoint import checkpoint
@@ -205,9 +204,10 @@ class _FirstOrderStep(torch.autograd.Function):
     Forward: a plain (graph-free) SGD step; BatchNorm running statistics are updated once, in
     ``buffers``, as in the exact step. Backward: the incoming ``v = dL/dw_{t+1}`` goes to
     ``w_t`` unchanged, and to the labels as ``-lr d/dq [v . g(w_t, q)]``, where ``v . g`` is
-    the tangent of the inner loss in a forward-mode pass at ``w_t`` along ``v`` (on a copy of
-    the buffers, so statistics are not updated twice). Learners must be deterministic (no
-    dropout): the backward pass re-runs their forward.
+    the tangent of the inner loss in a forward-mode pass (``torch.func.jvp``, which composes
+    with the learners' vmap; ``torch.autograd.forward_ad`` under vmap was much slower on a
+    CPU) at ``w_t`` along ``v``, on a copy of the buffers so that statistics are not updated
+    twice. Learners must be deterministic (no dropout): the backward re-runs their forward.
     """
 
     @staticmethod
@@ -228,14 +228,17 @@ class _FirstOrderStep(torch.autograd.Function):
         x, q, *flat = ctx.saved_tensors
         grad_q = None
         if ctx.needs_input_grad[6]:
-            tangents = [torch.zeros_like(w) if g is None else g for w, g in zip(flat, grad_w)]
-            with torch.enable_grad(), fwAD.dual_level():
+            tangents = tuple(torch.zeros_like(w) if g is None else g for w, g in zip(flat, grad_w))
+            with torch.enable_grad():
                 q_ = q.detach().requires_grad_(True)
-                dual = {n: fwAD.make_dual(w.detach(), t)
-                        for n, w, t in zip(ctx.names, flat, tangents)}
-                buffers = {k: v.clone() for k, v in ctx.buffers.items()}
-                loss = ctx.learners.loss(dual, buffers, x, q_, shared=ctx.shared)
-                slope = fwAD.unpack_dual(loss).tangent  # v . g(w_t, q)
+
+                def inner_loss(*w: torch.Tensor) -> torch.Tensor:
+                    buffers = {k: v.clone() for k, v in ctx.buffers.items()}  # mutated by BN
+                    return ctx.learners.loss(dict(zip(ctx.names, w)), buffers, x, q_,
+                                             shared=ctx.shared)
+
+                primals = tuple(w.detach() for w in flat)
+                _, slope = torch.func.jvp(inner_loss, primals, tangents)  # v . g(w_t, q)
                 (grad,) = torch.autograd.grad(slope, q_)
             grad_q = -ctx.lr * grad
         return (None, None, None, None, None, None, grad_q, *grad_w)

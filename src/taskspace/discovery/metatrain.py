@@ -60,7 +60,7 @@ class MetaSettings:
     fixed_eval_batch: bool = False
     learner_bn: str = "train"
     use_checkpoint: bool = False
-    first_order: bool = False
+    first_order: bool = False  # label path only, no Hessians (inner.py); False: the reference
     seed: int = 0
 
     def check(self, num_heads: int) -> None:

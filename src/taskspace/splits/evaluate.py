@@ -48,18 +48,14 @@ def auto_settings(split: Split, num_classes: int) -> list[str]:
 
     ``binary`` splits: ``2-way``, plus the class setting when the target is a class
     partition (then the split is also the reference's multi-class split).
-    ``imported`` splits: ``2-way`` when they carry target labels (the reference's
-    ``cifar_splits.torch`` serves both its 2-way and 10-way rows), and the class setting.
-    ``multiclass`` and ``random_network`` splits: the class setting. Random baselines
-    follow the kind they stand in for (``meta["setting_kind"]``).
+    ``multiclass``, ``random_network`` and ``imported`` splits: the class setting. Random
+    baselines follow the kind they stand in for (``meta["setting_kind"]``).
     """
     kind = split.meta.get("setting_kind", split.kind) if split.kind == "random" else split.kind
     cls = class_setting(num_classes)
     if kind == "binary":
         has_partition = "positive_classes" in split.meta
         return ["2-way", cls] if has_partition else ["2-way"]
-    if kind == "imported" and split.target_labels is not None:
-        return ["2-way", cls]
     return [cls]
 
 
