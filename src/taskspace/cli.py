@@ -1,8 +1,10 @@
-"""The ``taskspace`` command: ``taskspace <command> key=value ... [file.yaml ...]``.
+"""The ``taskspace`` command: ``taskspace <command> [-m] key=value ... [config.yaml ...]``.
 
-Each command is a config dataclass plus a ``main(cfg) -> int`` function in its capability's
-package, listed in :data:`COMMANDS`. User mistakes (:class:`TaskspaceError`) print one line
-on stderr and exit with status 2.
+Dispatch only. Each command is a module of :mod:`taskspace.commands` with a config
+dataclass and ``main(cfg) -> int``, listed in :data:`COMMANDS`. ``-m`` / ``--multirun``
+turns comma-separated values into a sweep (one run per point, see
+:mod:`taskspace.runs.sweep`). User mistakes (:class:`TaskspaceError`) print one line on
+stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,32 +12,71 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from taskspace.config import build_config, describe
+from taskspace.config import build_config, describe, sweep_points
 from taskspace.errors import TaskspaceError
+from taskspace.runs import LaunchOptions, run_sweep
 
-#: command -> (module, config class, main function, one-line help)
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "agreement": ("taskspace.agreement.run", "AgreementConfig", "main",
+#: command -> (module, config class, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "agreement": ("taskspace.commands.agreement", "AgreementConfig",
                   "agreement score of human, random or table tasks"),
-    "demo": ("taskspace.demo", "DemoConfig", "main",
+    "demo": ("taskspace.demo", "DemoConfig",
              "the main job on digits: AS, task discovery, adversarial splits"),
-    "discover": ("taskspace.discovery.runner", "DiscoverConfig", "main",
+    "discover": ("taskspace.discovery.runner", "DiscoverConfig",
                  "task discovery: meta-train a task encoder, write the tasks it finds"),
-    "pretrain": ("taskspace.discovery.ssl_pretrain", "PretrainConfig", "main",
+    "pretrain": ("taskspace.commands.pretrain", "PretrainConfig",
                  "SimCLR backbone for regulated discovery (discover backbone=...)"),
-    "split": ("taskspace.splits.run", "SplitConfig", "main",
+    "split": ("taskspace.splits.run", "SplitConfig",
               "adversarial train/test splits from discovered (or given) tasks"),
-    "split-eval": ("taskspace.splits.run", "SplitEvalConfig", "main_eval",
+    "split-eval": ("taskspace.splits.run", "SplitEvalConfig",
                    "train on adversarial and random splits: the headline table"),
 }
 
+MULTIRUN = ("-m", "--multirun")
+#: The sweep's own options (how points fan out), given as ``sweep.<key>=...``.
+SWEEP_PREFIX = "sweep."
+
 
 def usage() -> str:
-    lines = ["usage: taskspace <command> [key=value ...] [config.yaml ...]", "", "commands:"]
-    lines += [f"  {name:<12} {spec[3]}" for name, spec in COMMANDS.items()]
-    lines += ["", "taskspace <command> --help lists a command's options and defaults."]
+    lines = ["usage: taskspace <command> [-m] [key=value ...] [config.yaml ...]", "",
+             "commands:"]
+    lines += [f"  {name:<12} {spec[2]}" for name, spec in COMMANDS.items()]
+    lines += ["", "taskspace <command> --help lists a command's options and defaults.",
+              "-m sweeps: taskspace agreement -m recipe.lr=1e-4,1e-3 seed=0,1,2 "
+              "(sweep.launch=local sweep.parallel=2 fan the points out)"]
     return "\n".join(lines)
+
+
+def _command(name: str) -> tuple[Any, type]:
+    module_name, cls_name, _ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    return module, getattr(module, cls_name)
+
+
+def run_tokens(name: str, tokens: list[str]) -> int:
+    """Build command ``name``'s config from ``tokens`` and run it (a sweep point's job)."""
+    module, cls = _command(name)
+    fn = module.main_eval if name == "split-eval" else module.main
+    return int(fn(build_config(cls, tokens)) or 0)
+
+
+def _check_tokens(name: str) -> Any:
+    _, cls = _command(name)
+    return lambda tokens: build_config(cls, tokens)
+
+
+def _sweep(name: str, tokens: list[str]) -> int:
+    own = [t for t in tokens if t.startswith(SWEEP_PREFIX)]
+    rest = [t for t in tokens if not t.startswith(SWEEP_PREFIX)]
+    launch = build_config(LaunchOptions, [t[len(SWEEP_PREFIX):].replace("launch=", "kind=", 1)
+                                          for t in own])
+    fixed, points = sweep_points(rest)
+    out = next((t.split("=", 1)[1] for t in fixed if t.startswith("out=")), None)
+    folder = run_sweep(name, fixed, points, run_tokens, _check_tokens(name), launch, out)
+    print(f"sweep of {len(points)} points: {folder / 'sweep.csv'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,17 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"taskspace: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module_name, cls_name, fn_name, help_line = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    cls = getattr(module, cls_name)
     if "-h" in tokens or "--help" in tokens:
-        doc = (module.__doc__ or help_line).strip()
-        print(f"usage: taskspace {name} [key=value ...] [config.yaml ...]\n\n{doc}\n\n"
+        module, cls = _command(name)
+        doc = (module.__doc__ or COMMANDS[name][2]).strip()
+        print(f"usage: taskspace {name} [-m] [key=value ...] [config.yaml ...]\n\n{doc}\n\n"
               f"options (key=default):\n{describe(cls)}")
         return 0
+    multirun = any(t in MULTIRUN for t in tokens)
+    tokens = [t for t in tokens if t not in MULTIRUN]
     try:
-        cfg = build_config(cls, tokens)
-        return int(getattr(module, fn_name)(cfg) or 0)
+        return _sweep(name, tokens) if multirun else run_tokens(name, tokens)
     except TaskspaceError as err:
         print(f"taskspace {name}: error: {err}", file=sys.stderr)
         return 2

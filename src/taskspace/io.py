@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors.torch import save_file
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -68,3 +69,9 @@ def _fmt(v: Any) -> Any:
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, Any]) -> Path:
+    """Write a dict of tensors as safetensors, atomically (contiguous CPU copies)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda p: save_file(state, str(p)))

@@ -44,15 +44,20 @@ __all__ = [
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *,
-           factory: Any = dataclasses.MISSING, selector: str | None = None) -> Any:
+           factory: Any = dataclasses.MISSING, selector: str | None = None,
+           choices: dict[str, type] | None = None) -> Any:
     """A dataclass field with a help line (shown by ``--help``).
 
     ``factory`` makes a mutable default; ``selector`` (on a nested-dataclass field) names
-    the sub-field that ``group=value`` sets.
+    the sub-field that ``group=value`` sets. ``choices`` makes it a *method group*: each
+    selector value brings its own dataclass (a subclass of the field's type) with its own
+    options, e.g. ``method=jtt`` then accepts ``method.lambda_up=50``.
     """
     meta: dict[str, Any] = {"help": help}
     if selector is not None:
         meta["selector"] = selector
+    if choices is not None:
+        meta["choices"] = dict(choices)
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -85,10 +90,15 @@ def leaf_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, datacla
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         sub = _nested_type(tp)
-        if sub is not None:
-            yield from leaf_fields(sub, f"{prefix}{f.name}.")
-        else:
+        if sub is None:
             yield f"{prefix}{f.name}", tp, f
+            continue
+        seen: set[str] = set()
+        for variant in [sub, *(f.metadata or {}).get("choices", {}).values()]:
+            for leaf in leaf_fields(variant, f"{prefix}{f.name}."):
+                if leaf[0] not in seen:  # a method group: the union of its methods' options
+                    seen.add(leaf[0])
+                    yield leaf
 
 
 def _selectors(cls: type, prefix: str = "") -> dict[str, str]:
@@ -191,8 +201,29 @@ def _looks_free_form(key: str) -> bool:
     return key.endswith("kwargs")
 
 
+def _choose_methods(cls: type, base: DictConfig, overrides: Sequence[DictConfig]) -> None:
+    """Give each method group of ``cls`` the dataclass of the method the overrides select."""
+    hints = _hints(cls)
+    chosen = OmegaConf.merge(*overrides) if overrides else OmegaConf.create({})
+    for f in dataclasses.fields(cls):
+        choices = (f.metadata or {}).get("choices")
+        if not choices:
+            continue
+        sel = f.metadata["selector"]
+        value = OmegaConf.select(chosen, f"{f.name}.{sel}", default=None)
+        if value is None:
+            continue
+        if value not in choices:
+            raise TaskspaceError(f"unknown {f.name} {value!r}; choose one of "
+                                 f"{', '.join(sorted(choices))}")
+        if not issubclass(choices[value], _nested_type(hints[f.name]) or object):
+            raise TypeError(f"{choices[value]} must subclass the type of {f.name}")
+        base[f.name] = OmegaConf.structured(choices[value])
+
+
 def _merge(cls: type[C], base: Any, overrides: Sequence[DictConfig]) -> C:
     try:
+        _choose_methods(cls, base, overrides)
         merged = OmegaConf.merge(base, *overrides)
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
@@ -284,5 +315,6 @@ def describe(cls: type) -> str:
     for key, _, f in leaf_fields(cls):
         doc = (f.metadata or {}).get("help", "")
         short = f"  (or {sels[key]}=...)" if key in sels else ""
-        lines.append(f"  {key}={values[key]!r}  {doc}{short}".rstrip())
+        default = repr(values[key]) if key in values else "(method option)"
+        lines.append(f"  {key}={default}  {doc}{short}".rstrip())
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from taskspace.discovery.encoder import TaskEncoder, haar_orthogonal, soft_label
 from taskspace.discovery.inner import InnerLearners, symmetric_agreement_loss
 from taskspace.discovery.metatrain import MetaSettings, MetaTrainer
 from taskspace.discovery.runner import DiscoverConfig, run_discover
-from taskspace.discovery.ssl_pretrain import PretrainConfig, pretrain_simclr
+from taskspace.discovery.ssl_pretrain import SimCLRSettings, SimCLRTrainer, pretrain_simclr
 from taskspace.discovery.uniformity import uniformity_loss
 
 __all__ = [
@@ -27,7 +27,8 @@ __all__ = [
     "InnerLearners",
     "MetaSettings",
     "MetaTrainer",
-    "PretrainConfig",
+    "SimCLRSettings",
+    "SimCLRTrainer",
     "TaskEncoder",
     "compare_with_baselines",
     "discover_tasks",

@@ -1,59 +1,49 @@
-"""``taskspace pretrain``: a SimCLR backbone for regulated discovery.
+"""SimCLR pre-training of a backbone, for regulated discovery.
 
 Regulated discovery (``reference/task-discovery.md`` section 6) restricts the task encoder
 to a frozen self-supervised backbone, so discovered tasks must be invariant to the
 augmentations the backbone was trained to ignore (with colour jitter: less colour-based,
-more semantic tasks). This command trains any registry backbone with SimCLR on any
-dataset and writes ``backbone.safetensors`` (the backbone's state dict, loadable by
-``taskspace discover backbone=...``) and ``config.yaml``.
+more semantic tasks). :class:`SimCLRTrainer` trains any registry backbone with SimCLR on any
+dataset, checkpointably (every random draw comes from one generator whose state is saved).
 
 Augmentations are batched tensor ops sized to the image: random resized crop (scale
-0.2-1, aspect 3/4-4/3, bilinear resampling with ``affine_grid``), horizontal flip (off for
-digits-like grayscale data? no: kept, as in SimCLR), and for RGB images colour jitter
-(brightness, contrast, saturation 0.4, p=0.8) and random grayscale (p=0.2). Loss: NT-Xent
-with temperature 0.5 on a 2-layer projection head. Inputs are raw ``[0, 1]`` pixels unless
-``normalize_input=true``, so pass the same ``normalize_input`` to ``taskspace discover``.
+0.2-1, aspect 3/4-4/3, bilinear resampling with ``affine_grid``), horizontal flip, and for
+RGB images colour jitter (brightness, contrast, saturation 0.4, p=0.8) and random
+grayscale (p=0.2). Loss: NT-Xent with temperature 0.5 on a 2-layer projection head. Inputs
+are raw ``[0, 1]`` pixels unless ``normalize_input``, so pass the same ``normalize_input``
+to discovery.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskspace.agreement.run import DataConfig, dataset_of
-from taskspace.config import to_dict
+from taskspace.config import option
 from taskspace.data import ImageDataset
 from taskspace.errors import TaskspaceError
-from taskspace.io import atomic_write, write_csv, write_yaml
 from taskspace.models import create_model
+from taskspace.progress import progress_bar
 
-__all__ = ["PretrainConfig", "augment", "nt_xent", "pretrain_simclr"]
+__all__ = ["SimCLRSettings", "SimCLRTrainer", "augment", "nt_xent", "pretrain_simclr"]
 
 
 @dataclass
-class PretrainConfig(DataConfig):
-    """Options of ``taskspace pretrain`` (``key=value``)."""
+class SimCLRSettings:
+    """How the backbone is pre-trained."""
 
-    arch: str = "mlp"
-    model_kwargs: dict | None = None
-    steps: int = 300
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    temperature: float = 0.5
-    proj_dim: int = 64
-    normalize_input: bool = False
-    seed: int = 0
-    device: str = "cpu"
-    out: str | None = None
-    progress: bool = True
+    steps: int = option(300, "optimiser steps")
+    batch_size: int = option(256, "images per step (two views each)")
+    lr: float = option(1e-3, "AdamW learning rate (cosine schedule)")
+    weight_decay: float = option(1e-6, "AdamW weight decay")
+    temperature: float = option(0.5, "NT-Xent temperature")
+    proj_dim: int = option(64, "projection head output size")
+    normalize_input: bool = option(False, "mean/std-normalise inputs (else raw [0, 1] pixels)")
+    seed: int = option(0, "seed of the initialisation, batches and augmentations")
 
 
 def _rand(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -116,75 +106,85 @@ def _inputs(ds: ImageDataset, x: torch.Tensor, normalize: bool) -> torch.Tensor:
     return (x - mean) / std
 
 
-def pretrain_simclr(ds: ImageDataset, cfg: PretrainConfig) -> tuple[nn.Module, list[dict]]:
-    """Train ``cfg.arch``'s backbone with SimCLR on the ``train`` split; returns it + logs."""
-    if cfg.steps < 1 or cfg.batch_size < 2:
-        raise TaskspaceError("steps must be >= 1 and batch_size >= 2")
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, 2, in_channels=ds.channels, image_size=ds.image_size,
-                         **(cfg.model_kwargs or {}))
-    backbone = model.backbone.to(cfg.device).train()
-    feat = int(model.feature_dim)
-    head = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(), nn.Linear(feat, cfg.proj_dim))
-    head = head.to(cfg.device)
-    params = list(backbone.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    g = torch.Generator().manual_seed(cfg.seed)
-    train = ds.split("train")
-    bs = min(cfg.batch_size, len(train))
-    logs = []
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
+class SimCLRTrainer:
+    """SimCLR on the ``train`` split of ``ds``; steps can be taken in pieces and resumed.
 
-        bar = tqdm(total=cfg.steps, desc="simclr", leave=False)
-    for step in range(cfg.steps):
+    Args:
+        ds: the images.
+        arch, model_kwargs: the backbone (a registry architecture; its classifier unused).
+        settings: :class:`SimCLRSettings`.
+        device: torch device.
+    """
+
+    def __init__(self, ds: ImageDataset, arch: str, model_kwargs: dict | None,
+                 settings: SimCLRSettings, device: str = "cpu") -> None:
+        s = settings
+        if s.steps < 1 or s.batch_size < 2:
+            raise TaskspaceError("steps must be >= 1 and batch_size >= 2")
+        self.ds, self.s, self.device = ds, s, device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            model = create_model(arch, 2, in_channels=ds.channels, image_size=ds.image_size,
+                                 **(model_kwargs or {}))
+            feat = int(model.feature_dim)
+            head = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(), nn.Linear(feat, s.proj_dim))
+        self.backbone = model.backbone.to(device).train()
+        self.head = head.to(device)
+        params = list(self.backbone.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, s.steps)
+        self.gen = torch.Generator().manual_seed(s.seed)
+        self.step = 0
+        self.logs: list[dict] = []
+
+    def train_step(self) -> float:
+        """One SimCLR step; returns its loss."""
+        train = self.ds.split("train")
+        bs = min(self.s.batch_size, len(train))
+        g = self.gen
         idx = train[torch.randperm(len(train), generator=g)[:bs]]
-        x = ds.images[idx].float().div(255.0)
-        v1 = _inputs(ds, augment(x, g), cfg.normalize_input).to(cfg.device)
-        v2 = _inputs(ds, augment(x, g), cfg.normalize_input).to(cfg.device)
-        loss = nt_xent(head(backbone(v1)), head(backbone(v2)), cfg.temperature)
-        opt.zero_grad()
+        x = self.ds.images[idx].float().div(255.0)
+        v1 = _inputs(self.ds, augment(x, g), self.s.normalize_input).to(self.device)
+        v2 = _inputs(self.ds, augment(x, g), self.s.normalize_input).to(self.device)
+        loss = nt_xent(self.head(self.backbone(v1)), self.head(self.backbone(v2)),
+                       self.s.temperature)
+        self.opt.zero_grad()
         loss.backward()
-        opt.step()
-        sched.step()
-        logs.append({"step": step, "loss": float(loss.detach())})
+        self.opt.step()
+        self.sched.step()
+        value = float(loss.detach())
+        self.logs.append({"step": self.step, "loss": value})
+        self.step += 1
+        return value
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly (plain tensors: weights-only loadable)."""
+        return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "generator": self.gen.get_state(), "step": self.step,
+                "logs": [dict(r) for r in self.logs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.backbone.load_state_dict(state["backbone"])
+        self.head.load_state_dict(state["head"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.logs = list(state["logs"])
+
+
+def pretrain_simclr(ds: ImageDataset, arch: str = "mlp", model_kwargs: dict | None = None,
+                    settings: SimCLRSettings | None = None, device: str = "cpu",
+                    progress: bool = False) -> tuple[nn.Module, list[dict]]:
+    """Train ``arch``'s backbone with SimCLR (no run directory); returns it and the logs."""
+    trainer = SimCLRTrainer(ds, arch, model_kwargs, settings or SimCLRSettings(), device)
+    bar = progress_bar(trainer.s.steps, "simclr", progress)
+    while trainer.step < trainer.s.steps:
+        loss = trainer.train_step()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
     if bar is not None:
         bar.close()
-    return backbone.eval(), logs
-
-
-def default_out(cfg: PretrainConfig) -> Path:
-    key = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "progress", "device")}
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return Path("runs") / f"pretrain-{cfg.data}-{cfg.arch}-{digest}"
-
-
-def run_pretrain(cfg: PretrainConfig) -> Path:
-    """Run ``taskspace pretrain``; returns the run directory (skips if already finished)."""
-    out = Path(cfg.out) if cfg.out else default_out(cfg)
-    if (out / "backbone.safetensors").exists():
-        print(f"already finished: {out}")
-        return out
-    ds = dataset_of(cfg)
-    backbone, logs = pretrain_simclr(ds, cfg)
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    write_yaml(out / "config.yaml", to_dict(cfg))
-    write_csv(out / "log.csv", logs, ["step", "loss"])
-    atomic_write(out / "backbone.safetensors", lambda p: save_file(state, str(p)))
-    return out
-
-
-def main(cfg: PretrainConfig) -> int:
-    out = run_pretrain(cfg)
-    print(f"backbone: {out / 'backbone.safetensors'}")
-    print(f"use it:   taskspace discover backbone={out / 'backbone.safetensors'} "
-          f"arch={cfg.arch} normalize_input={str(cfg.normalize_input).lower()}")
-    print(f"run directory: {out}")
-    return 0
+    return trainer.backbone.eval(), trainer.logs
