@@ -2,8 +2,8 @@
 
 A batched step over M models allocates activations of a few MiB each. glibc's malloc
 serves such blocks with fresh ``mmap`` pages (or trims the heap after they are freed), so
-every step pays the kernel's page faults and zeroing again: on a 2-core machine that was
-a quarter of a 64-MLP step. Keeping freed memory in the heap removes that cost. The
+every step pays the kernel's page faults and zeroing again, a large share of a small-MLP
+step on a CPU. Keeping freed memory in the heap removes that cost. The
 setting is process-wide, tried once per process, only on glibc, and can be switched off
 with ``TASKSPACE_MALLOC_TUNING=0``.
 """

@@ -5,12 +5,12 @@ what is left of a vmap + autograd step is elementwise passes over ``[M, B, width
 activations. Written out by hand, the same arithmetic needs fewer of them: the ReLU
 backward is one fused ``threshold_backward``, BatchNorm's backward is its closed form
 ``gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))``, no gradient is formed for the
-input images, and temporaries are updated in place. On 2 CPU cores that made training
-1.3x faster than the vmap + autograd step (64 digits MLPs 64-128-64, batch 128: 0.19 s vs
-0.25 s for 2 epochs; 64 reference-width MLPs: 5.6 s vs 7.3 s; benchmarks/bench_engine.py).
+input images, and temporaries are updated in place, which made training measurably faster
+than the vmap + autograd step (benchmarks/bench_engine.py, column "vmap step s").
 Gradients and running statistics equal autograd's (tests/test_engine.py).
 
-``fit_many`` uses it on CPUs (where it was measured) for
+``fit_many`` uses it (``mlp_step=True``, the default) on CPUs, where it was measured, when
+the objective is plain cross-entropy (the gradient of the loss is written out here), for
 :class:`~taskspace.models.registry.Classifier` models whose backbone is a
 ``nn.Sequential`` of exactly those four layer types and whose head is a Linear (the
 ``mlp`` registry model); :func:`stacked_mlp_layers` returns None for anything else.

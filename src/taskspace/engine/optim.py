@@ -128,6 +128,15 @@ class StackedOptimizer:
     def state_dict(self) -> dict:
         return {"t": self.t, "state": self.state}
 
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output (moments on their parameters' devices;
+        step counts and the ``seen`` flags stay on the CPU, where they are kept)."""
+        self.t = state["t"].clone()
+        self.state = [
+            {k: v.clone() if k == "seen" else v.to(p.device).clone() for k, v in st.items()}
+            for p, st in zip(self.params, state["state"])
+        ]
+
 
 def schedule_lr(recipe: Recipe, step: int, total: torch.Tensor) -> torch.Tensor:
     """Per-model learning rate at ``step`` (0-based) for models with ``total [M]`` steps."""

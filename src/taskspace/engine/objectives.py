@@ -1,0 +1,288 @@
+"""Objectives: what each model minimises, given a batch's logits.
+
+An objective maps ``(logits [M, B, outputs], batch)`` to one loss per model; the batch
+carries labels, example weights, example indices and groups (:class:`~taskspace.engine.
+batches.Batch`). Methods with state (Group DRO's ``q``, a loss-weighting method's initial
+losses) keep it in a per-model state dict whose tensors have one row per model of the
+whole fit; ``fit_many`` saves it in checkpoints and returns it as
+``Ensemble.objective_state``. The engine calls :meth:`Objective.backward`, which by default
+sums the active models' losses and back-propagates once (each model gets its own
+gradient); objectives that need more (per-task gradients of the shared trunk) override it.
+
+- :class:`CrossEntropy`: batch mean of ``w * CE`` (the default; with it, plain MLPs on a
+  CPU train with the hand-written step of :mod:`taskspace.engine.mlp_step`);
+- :class:`GroupDRO`: Sagawa et al.'s online group DRO over cross-entropy;
+- :class:`MultiTask`: labels ``[M, N, T]``, one head per task on a shared trunk, per-task
+  cross-entropy or BCE combined by a :class:`TaskWeighting` (:class:`StaticWeights` now;
+  LibMTL's ``backward(losses, shared_params)`` is the model for the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from taskspace.engine.batches import Batch, FitData
+from taskspace.errors import TaskspaceError
+
+__all__ = ["CrossEntropy", "GroupDRO", "MultiTask", "Objective", "ObjectiveState",
+           "SharedParams", "StaticWeights", "TaskWeighting"]
+
+ObjectiveState = dict[str, torch.Tensor]
+"""Per-model objective state: every tensor has one row per model of the fit."""
+
+
+@dataclass
+class SharedParams:
+    """The trunk's parameters (every parameter outside the head), as the leaves the
+    optimiser steps: stacked ``[M, ...]`` on the batched path (``stacked``), one model's
+    own tensors on the per-model loop. :meth:`task_grads` and :meth:`set_grads` speak
+    ``[M, ...]`` on both paths, so a gradient-based weighting is written once."""
+
+    tensors: list[torch.Tensor]
+    stacked: bool
+
+    def task_grads(self, losses: torch.Tensor) -> list[list[torch.Tensor]]:
+        """``grads[t][p]``: gradient ``[M, ...]`` of each model's task-``t`` loss
+        (``losses [M, T]``) with respect to shared tensor ``p``; the graph is kept."""
+        out = []
+        for t in range(losses.shape[1]):
+            gs = torch.autograd.grad(losses[:, t].sum(), self.tensors, retain_graph=True,
+                                     allow_unused=True)
+            gs = [torch.zeros_like(p) if g is None else g for p, g in zip(self.tensors, gs)]
+            out.append(gs if self.stacked else [g.unsqueeze(0) for g in gs])
+        return out
+
+    def set_grads(self, grads: Sequence[torch.Tensor]) -> None:
+        """Overwrite the shared tensors' ``.grad`` with ``grads`` (``[M, ...]`` each)."""
+        for p, g in zip(self.tensors, grads):
+            p.grad = g if self.stacked else g.squeeze(0)
+
+
+def _active(batch: Batch, like: torch.Tensor) -> torch.Tensor:
+    return batch.active.to(like.device, like.dtype)
+
+
+class Objective:
+    """Base class. Subclasses implement :meth:`loss`; stateful ones :meth:`init_state`."""
+
+    def check(self, labels: torch.Tensor, groups: torch.Tensor | None) -> None:
+        """Raise :class:`TaskspaceError` if the fit's labels or groups do not suit."""
+        if labels.dim() != 2:
+            raise TaskspaceError(
+                f"{type(self).__name__} needs labels [models, images], got "
+                f"{tuple(labels.shape)}; use MultiTask for labels [models, images, tasks]")
+
+    def num_tasks(self, labels: torch.Tensor) -> int:
+        return 1
+
+    def num_outputs(self, labels: torch.Tensor) -> int:
+        """Outputs per model when ``fit_many`` is not told (classes in the labels)."""
+        return int(labels.max()) + 1
+
+    def init_state(self, data: FitData, device: torch.device) -> ObjectiveState:
+        return {}
+
+    def loss(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
+        """Per-model loss ``[M]`` of ``logits [M, B, outputs]``; updates the members' rows
+        of ``state`` for active members only."""
+        raise NotImplementedError
+
+    def backward(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState,
+                 shared: SharedParams) -> torch.Tensor:
+        """Gradients into ``.grad`` (active models only); returns the detached losses."""
+        losses = self.loss(logits, batch, state)
+        (losses * _active(batch, losses)).sum().backward()
+        return losses.detach()
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy: logits ``[..., C]``, y ``[...]`` -> ``[...]``."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none").view_as(y)
+
+
+@dataclass(frozen=True)
+class CrossEntropy(Objective):
+    """Batch mean of ``w * CE`` per model (``w`` = 1 without example weights)."""
+
+    def per_example(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``w * CE`` per example, ``[M, B]``."""
+        ce = _cross_entropy(logits, batch.y)
+        return ce if batch.w is None else ce * batch.w
+
+    def loss(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
+        return self.per_example(logits, batch).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class GroupDRO(CrossEntropy):
+    """Online group DRO (Sagawa et al., ICLR 2020) over (weighted) cross-entropy.
+
+    State ``q [M, G]``, uniform at the start. Each step, per model: ``l_g`` = the batch
+    mean loss of group g's examples (0 for groups absent from the batch); ``q_g <- q_g *
+    exp(eta * (l_g + adjustment / sqrt(n_g)))`` with ``n_g`` the group's count among the
+    model's training examples (at least 1), then renormalised; the loss is
+    ``sum_g q_g l_g`` with ``q`` (the updated one) held constant. Groups come from
+    ``fit_many(groups=...)``; ``num_groups`` defaults to the largest group id + 1.
+    """
+
+    eta: float = 0.01
+    adjustment: float = 0.0
+    num_groups: int | None = None
+
+    def check(self, labels: torch.Tensor, groups: torch.Tensor | None) -> None:
+        super().check(labels, groups)
+        if groups is None or groups.dim() != 2:
+            raise TaskspaceError("GroupDRO needs fit_many(groups=...) of shape [images] or "
+                                 "[models, images]")
+
+    def init_state(self, data: FitData, device: torch.device) -> ObjectiveState:
+        groups = data.groups.long()
+        g = self.num_groups or int(groups.max()) + 1
+        counts = torch.stack([torch.bincount(groups[m, p], minlength=g)[:g]
+                              for m, p in enumerate(data.pools)])
+        q = torch.full((data.num_models, g), 1.0 / g)
+        return {"q": q.to(device), "group_counts": counts.float().to(device)}
+
+    def group_losses(self, per_example: torch.Tensor, groups: torch.Tensor,
+                     num_groups: int) -> torch.Tensor:
+        """Per-group batch mean ``[M, G]`` of ``per_example [M, B]``; 0 for absent groups."""
+        onehot = F.one_hot(groups.long(), num_groups).to(per_example.dtype)  # [M, B, G]
+        sums = torch.bmm(per_example.unsqueeze(1), onehot).squeeze(1)
+        return sums / onehot.sum(1).clamp_min(1)
+
+    def loss(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
+        rows = torch.tensor(batch.members, device=state["q"].device)
+        q_old = state["q"][rows]
+        l_g = self.group_losses(self.per_example(logits, batch), batch.groups, q_old.shape[1])
+        step = l_g.detach()
+        if self.adjustment:
+            step = step + self.adjustment / state["group_counts"][rows].clamp_min(1).sqrt()
+        q = q_old * torch.exp(self.eta * step)
+        q = q / q.sum(1, keepdim=True)
+        q = torch.where(_active(batch, q).bool()[:, None], q, q_old)
+        state["q"][rows] = q
+        return (q * l_g).sum(1)
+
+
+class TaskWeighting:
+    """How :class:`MultiTask` turns per-task losses ``[M, T]`` into gradients.
+
+    Modelled on LibMTL's ``AbsWeighting.backward(losses, **kwargs)``: :meth:`backward`
+    writes every parameter's ``.grad`` and returns the task weights ``[M, T]`` it used.
+    Loss-based methods (static weights, LBTW, uncertainty weighting) only implement
+    :meth:`weights`; gradient-based ones (GradNorm, PCGrad, TAG's lookahead) override
+    :meth:`backward` and use ``shared.task_grads(losses)`` / ``shared.set_grads(...)``.
+    Per-model state (e.g. LBTW's initial losses) lives in the objective state;
+    ``batch.epoch_start`` marks the steps where a per-epoch method resets.
+    """
+
+    def init_state(self, data: FitData, num_tasks: int,
+                   device: torch.device) -> ObjectiveState:
+        return {}
+
+    def weights(self, losses: torch.Tensor, batch: Batch,
+                state: ObjectiveState) -> torch.Tensor:
+        """Task weights ``[M, T]`` for detached ``losses [M, T]`` (no gradient flows)."""
+        raise NotImplementedError
+
+    def backward(self, losses: torch.Tensor, shared: SharedParams, batch: Batch,
+                 state: ObjectiveState) -> torch.Tensor:
+        """Back-propagate ``sum_t w_t L_t`` of the active models; returns ``w [M, T]``."""
+        w = self.weights(losses.detach(), batch, state).detach()
+        ((losses * w).sum(1) * _active(batch, losses)).sum().backward()
+        return w
+
+
+@dataclass(frozen=True, eq=False)
+class StaticWeights(TaskWeighting):
+    """Fixed task weights: ``[T]`` for every model, ``[M, T]`` per model, or all 1 (EW)."""
+
+    values: torch.Tensor | Sequence[float] | None = None
+
+    def weights(self, losses: torch.Tensor, batch: Batch,
+                state: ObjectiveState) -> torch.Tensor:
+        if self.values is None:
+            return torch.ones_like(losses)
+        w = torch.as_tensor(self.values, dtype=losses.dtype).to(losses.device)
+        if w.dim() == 2:
+            w = w[torch.tensor(batch.members, device=w.device)]
+        if w.shape[-1] != losses.shape[1]:
+            raise TaskspaceError(f"StaticWeights has {w.shape[-1]} weights for "
+                                 f"{losses.shape[1]} tasks")
+        return w.expand_as(losses)
+
+
+@dataclass(frozen=True)
+class MultiTask(Objective):
+    """One head per task on a shared trunk: labels ``[M, N, T]`` (``[M, N]`` is T = 1).
+
+    The model's outputs are T consecutive blocks, one per task: C logits each for
+    ``task_loss="ce"`` (C = ``num_classes``, default the largest label + 1; outputs
+    T x C) or one logit for ``"bce"`` (labels 0/1; outputs T). Task t's loss is the batch
+    mean of ``w * loss_t``; ``weighting`` combines them (default: all weights 1, the
+    sum). The last weights used are kept in the state as ``task_weights [M, T]``.
+    """
+
+    task_loss: Literal["ce", "bce"] = "ce"
+    weighting: TaskWeighting = field(default_factory=StaticWeights)
+    num_classes: int | None = None
+
+    def check(self, labels: torch.Tensor, groups: torch.Tensor | None) -> None:
+        if labels.dim() not in (2, 3):
+            raise TaskspaceError(
+                f"labels must be [models, images] or [models, images, tasks], got "
+                f"{tuple(labels.shape)}")
+        if self.task_loss not in ("ce", "bce"):
+            raise TaskspaceError(f"task_loss must be 'ce' or 'bce', got {self.task_loss!r}")
+        if self.task_loss == "bce" and int(labels.max()) > 1:
+            raise TaskspaceError("task_loss='bce' needs 0/1 labels")
+
+    def num_tasks(self, labels: torch.Tensor) -> int:
+        return int(labels.shape[2]) if labels.dim() == 3 else 1
+
+    def num_outputs(self, labels: torch.Tensor) -> int:
+        if self.task_loss == "bce":
+            return self.num_tasks(labels)
+        return self.num_tasks(labels) * (self.num_classes or int(labels.max()) + 1)
+
+    def init_state(self, data: FitData, device: torch.device) -> ObjectiveState:
+        t = self.num_tasks(data.labels)
+        state = self.weighting.init_state(data, t, device)
+        state["task_weights"] = torch.ones(data.num_models, t, device=device)
+        return state
+
+    def task_losses(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-model, per-task batch mean losses ``[M, T]``."""
+        y = batch.y if batch.y.dim() == 3 else batch.y.unsqueeze(-1)
+        m, b, t = y.shape
+        if self.task_loss == "ce":
+            per = _cross_entropy(logits.reshape(m, b, t, -1), y)
+        else:
+            per = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype),
+                                                     reduction="none")
+        if batch.w is not None:
+            per = per * batch.w.unsqueeze(-1)
+        return per.mean(dim=1)
+
+    def _keep_weights(self, w: torch.Tensor, batch: Batch, state: ObjectiveState) -> None:
+        rows = torch.tensor(batch.members, device=state["task_weights"].device)
+        old = state["task_weights"][rows]
+        state["task_weights"][rows] = torch.where(_active(batch, w).bool()[:, None], w, old)
+
+    def loss(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
+        losses = self.task_losses(logits, batch)
+        w = self.weighting.weights(losses.detach(), batch, state).detach()
+        self._keep_weights(w, batch, state)
+        return (losses * w).sum(1)
+
+    def backward(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState,
+                 shared: SharedParams) -> torch.Tensor:
+        losses = self.task_losses(logits, batch)
+        w = self.weighting.backward(losses, shared, batch, state)
+        self._keep_weights(w, batch, state)
+        return (losses.detach() * w).sum(1)
