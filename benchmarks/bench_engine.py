@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import taskspace.engine.fit as fitmod
 from taskspace.data import ImageDataset, load_dataset
 from taskspace.engine import Recipe, fit_many
 from taskspace.engine.streams import IndexStream
@@ -118,13 +117,9 @@ def bench(model: str, ds: ImageDataset, m: int, recipe: Recipe, kwargs: dict,
     rel = per_model_rel_diff(ens.params, ref)
     t_vmap = None
     if model == "mlp" and device == "cpu":  # the same, with the vmap + autograd step
-        fitmod.HAND_WRITTEN_MLP_STEP = False
-        try:
-            t_vmap = min(_timed(lambda: fit_many(
-                model, ds, labels, recipe, seeds, order_seeds=seeds, model_kwargs=kwargs,
-                batched=True), device)[1] for _ in range(repeat))
-        finally:
-            fitmod.HAND_WRITTEN_MLP_STEP = True
+        t_vmap = min(_timed(lambda: fit_many(
+            model, ds, labels, recipe, seeds, order_seeds=seeds, model_kwargs=kwargs,
+            batched=True, mlp_step=False), device)[1] for _ in range(repeat))
     return {"case": label, "model": model, "M": m, "device": device,
             "optimizer": recipe.optimizer,
             "batch_size": recipe.batch_size, "batched_s": round(t_batched, 3),
