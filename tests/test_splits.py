@@ -144,6 +144,46 @@ def test_random_split_like_same_sizes(digits):
     assert not torch.equal(random_split_like(s, seed=6).train_idx, r.train_idx)
 
 
+def test_reference_random_baseline_is_one_seed0_half_split():
+    """``random_baseline=reference``: the reference's 25k/25k ``random_split`` with seed 0
+    of the 50,000 training images, the same for every adversarial split."""
+    from taskspace.splits import reference_random_split
+
+    g = torch.Generator().manual_seed(1)
+    t, d1, d2 = (torch.randint(0, 2, (50_000,), generator=g) for _ in range(3))
+    adv = [binary_split(t, d1, target_name="t", discovered_name="d1"),
+           binary_split(t, d2, target_name="t", discovered_name="d2")]
+    perm = torch.randperm(50_000, generator=torch.Generator().manual_seed(0))
+    ref = reference_random_split(adv[0])
+    assert ref.train_idx.tolist() == sorted(perm[:25_000].tolist())
+    assert ref.test_idx.tolist() == sorted(perm[25_000:].tolist())
+    halves = torch.utils.data.random_split(range(50_000), [25_000, 25_000],
+                                           generator=torch.Generator().manual_seed(0))
+    assert ref.train_idx.tolist() == sorted(halves[0].indices)
+    both = with_random_baselines(adv, 0, "reference")
+    assert [s.name for s in both[2:]] == ["random-t__d1", "random-t__d2"]
+    for base, s in zip(both[2:], adv):
+        assert torch.equal(base.train_idx, ref.train_idx) and base.kind == "random"
+        assert base.meta["random_baseline"] == "reference" and base.meta["like"] == s.name
+        assert torch.equal(base.target_labels, t)
+    matched = with_random_baselines(adv, 0)  # default: sizes of each adversarial split
+    assert [b.sizes for b in matched[2:]] == [s.sizes for s in adv]
+    with pytest.raises(TaskspaceError, match="random_baseline must be one of matched, ref"):
+        with_random_baselines(adv, 0, "paper")
+
+
+def test_cli_split_reference_random_baseline(tmp_path):
+    out = tmp_path / "s"
+    assert cli_main(["split", "discovered=human", "targets=0", "num_discovered=2",
+                     "random_baseline=reference", f"out={out}", "progress=false"]) == 0
+    rows = list(csv.DictReader((out / "splits.csv").open()))
+    base = [load_split(out / "splits" / r["file"]) for r in rows if r["kind"] == "random"]
+    assert len(base) == 2 and torch.equal(base[0].train_idx, base[1].train_idx)
+    pool = torch.cat([base[0].train_idx, base[0].test_idx]).sort().values
+    perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))
+    assert base[0].test_idx.tolist() == sorted(pool[perm[len(pool) - len(pool) // 2:]].tolist())
+
+
 # ----------------------------------------------------------------------------- files
 def test_npz_round_trip(tmp_path):
     t = torch.tensor([0, 1, 1, 0, 1, 0])

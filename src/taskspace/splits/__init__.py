@@ -1,7 +1,8 @@
 """Adversarial train/test splits: build them, save and import them, train on many at once.
 
 - builders: :class:`Split`, :func:`binary_split`, :func:`multiclass_split`,
-  :func:`random_network_split`, :func:`random_split_like`, :func:`adversarial_splits`;
+  :func:`random_network_split`, :func:`random_split_like`, :func:`reference_random_split`,
+  :func:`adversarial_splits`;
 - files: :func:`save_split` / :func:`load_split` (``.npz``), CelebA partition files
   (:func:`export_partition` / :func:`import_partition`), the reference's ``.torch`` files
   (:func:`load_reference_splits`, safe loading only), :func:`split_balance`;
@@ -22,10 +23,12 @@ from taskspace.splits.builders import (
     random_network_logits,
     random_network_split,
     random_split_like,
+    reference_random_split,
     resolve_pool,
 )
 from taskspace.splits.evaluate import (
     HEADLINE_COLUMNS,
+    RANDOM_BASELINES,
     RESULT_COLUMNS,
     evaluate_splits,
     format_headline,
@@ -45,6 +48,7 @@ from taskspace.splits.files import (
 
 __all__ = [
     "HEADLINE_COLUMNS",
+    "RANDOM_BASELINES",
     "RESULT_COLUMNS",
     "SPLIT_KINDS",
     "Split",
@@ -65,6 +69,7 @@ __all__ = [
     "random_network_split",
     "random_split_like",
     "read_partition",
+    "reference_random_split",
     "resolve_pool",
     "save_split",
     "split_balance",

@@ -14,6 +14,8 @@ Builders:
 - :func:`random_network_split`: ``d`` from the logit of a randomly initialised registry model
   (per class, the lower half of the logits is 1), ``t`` a seeded random class partition.
 - :func:`random_split_like`: a seeded random split with the same side sizes (the baseline).
+- :func:`reference_random_split`: the reference's baseline, one seeded half/half split of the
+  pool, the same for every target and discovered task.
 - :func:`adversarial_splits`: every (target, discovered) pair of two task sets.
 
 Every split is restricted to a *pool* of indices, by default the dataset's non-test images.
@@ -353,11 +355,34 @@ def random_split_like(
                              "random split")
     g = torch.Generator().manual_seed(int(seed))
     perm = pool[torch.randperm(len(pool), generator=g)]
-    keep = {k: v for k, v in split.meta.items()
-            if k in ("target", "discovered", "positive_classes", "pool_size")}
-    meta = {**keep, "like": split.name, "random_seed": int(seed), "setting_kind": split.kind}
+    meta = _baseline_meta(split, seed, "matched")
     return Split(perm[:n_train], perm[n_train : n_train + n_test],
                  name or f"random-{split.name}", "random", meta, split.target_labels)
+
+
+def _baseline_meta(split: Split, seed: int, baseline: str) -> dict[str, Any]:
+    """Meta of a random baseline standing in for ``split``: what it is like, and its seed."""
+    keep = {k: v for k, v in split.meta.items()
+            if k in ("target", "discovered", "positive_classes", "pool_size")}
+    return {**keep, "like": split.name, "random_seed": int(seed), "setting_kind": split.kind,
+            "random_baseline": baseline}
+
+
+def reference_random_split(split: Split, *, seed: int = 0, name: str | None = None) -> Split:
+    """The reference's random baseline for ``split``: one half/half ``random_split`` of the
+    pool (the union of the split's two sides), whatever the split's own sizes.
+
+    ``perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))`` over the
+    sorted pool; the first ``n - n // 2`` positions are train, the rest test (as
+    ``torch.utils.data.random_split(pool, [0.5, 0.5])``). On CIFAR-10's 50,000 training
+    images with seed 0 this is the reference's 25,000 / 25,000 split, the same for every
+    target and ``split_idx``. Target labels and the target's class partition are kept.
+    """
+    pool = torch.cat([split.train_idx, split.test_idx]).sort().values
+    perm = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(int(seed)))]
+    n_train = len(pool) - len(pool) // 2
+    return Split(perm[:n_train], perm[n_train:], name or f"random-{split.name}", "random",
+                 _baseline_meta(split, seed, "reference"), split.target_labels)
 
 
 def feature_sign_tasks(
@@ -468,5 +493,6 @@ __all__ = [
     "random_network_logits",
     "random_network_split",
     "random_split_like",
+    "reference_random_split",
     "resolve_pool",
 ]

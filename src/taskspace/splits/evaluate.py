@@ -22,7 +22,12 @@ from taskspace.agreement.score import derive_seed
 from taskspace.data.dataset import ImageDataset
 from taskspace.engine import Recipe, fit_many, get_recipe, predict_many
 from taskspace.errors import TaskspaceError
-from taskspace.splits.builders import Split, adversarial_splits, random_split_like
+from taskspace.splits.builders import (
+    Split,
+    adversarial_splits,
+    random_split_like,
+    reference_random_split,
+)
 from taskspace.tasks import TaskSet
 
 #: Columns of one result row (one split, one setting).
@@ -48,14 +53,18 @@ def auto_settings(split: Split, num_classes: int) -> list[str]:
 
     ``binary`` splits: ``2-way``, plus the class setting when the target is a class
     partition (then the split is also the reference's multi-class split).
-    ``multiclass``, ``random_network`` and ``imported`` splits: the class setting. Random
-    baselines follow the kind they stand in for (``meta["setting_kind"]``).
+    ``imported`` splits: ``2-way`` when they carry target labels (the reference's
+    ``cifar_splits.torch`` serves both its 2-way and 10-way rows), and the class setting.
+    ``multiclass`` and ``random_network`` splits: the class setting. Random baselines
+    follow the kind they stand in for (``meta["setting_kind"]``).
     """
     kind = split.meta.get("setting_kind", split.kind) if split.kind == "random" else split.kind
     cls = class_setting(num_classes)
     if kind == "binary":
         has_partition = "positive_classes" in split.meta
         return ["2-way", cls] if has_partition else ["2-way"]
+    if kind == "imported" and split.target_labels is not None:
+        return ["2-way", cls]
     return [cls]
 
 
@@ -241,9 +250,35 @@ def format_headline(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def with_random_baselines(splits: Sequence[Split], seed: int = 0) -> list[Split]:
-    """``splits`` followed by one seeded random split of the same sizes per split."""
-    base = [random_split_like(s, seed=derive_seed(seed, i, 31)) for i, s in enumerate(splits)]
+#: ``random_baseline=`` values: ours (size-matched, the default) and the reference's.
+RANDOM_BASELINES = ("matched", "reference")
+
+
+def check_random_baseline(baseline: str) -> None:
+    """Refuse a ``random_baseline`` that is not one of :data:`RANDOM_BASELINES`."""
+    if baseline not in RANDOM_BASELINES:
+        raise TaskspaceError(f"random_baseline must be one of {', '.join(RANDOM_BASELINES)}, "
+                             f"got {baseline!r}")
+
+
+def with_random_baselines(splits: Sequence[Split], seed: int = 0,
+                          baseline: str = "matched") -> list[Split]:
+    """``splits`` followed by one random baseline split per split.
+
+    ``matched`` (default): a random split with the same train/test sizes as each split
+    (:func:`random_split_like`, seed derived from ``seed`` and the split's position), so the
+    random-vs-adversarial gap is not confounded by train-set size (adversarial train sides
+    are rarely half the pool), and runs made before this option keep their baselines.
+    ``reference``: the reference's baseline, one half/half split of the pool drawn with
+    ``seed`` (0 by default, as the reference), the same for every split
+    (:func:`reference_random_split`); use it to reproduce the paper's random column.
+    """
+    check_random_baseline(baseline)
+    if baseline == "reference":
+        base = [reference_random_split(s, seed=seed) for s in splits]
+    else:
+        base = [random_split_like(s, seed=derive_seed(seed, i, 31))
+                for i, s in enumerate(splits)]
     return [*splits, *base]
 
 
@@ -259,6 +294,7 @@ def headline_table(
     settings: str | Sequence[str] = "auto",
     pool: str | torch.Tensor | None = None,
     flip: bool = False,
+    random_baseline: str = "matched",
     device: str = "cpu",
     chunk_size: int | None = None,
     model_kwargs: dict | None = None,
@@ -267,13 +303,14 @@ def headline_table(
 ) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The paper's headline table for (targets x discovered tasks), in one call.
 
-    Builds the adversarial splits (:func:`adversarial_splits`), one random split of the same
-    sizes per adversarial split, trains a learner on every split and setting at once, and
-    returns :func:`summarize_headline` rows (setting, type, mean, std, min, max, count);
-    with ``return_rows`` also the per-split rows.
+    Builds the adversarial splits (:func:`adversarial_splits`), one random baseline per
+    adversarial split (``random_baseline``, see :func:`with_random_baselines`), trains a
+    learner on every split and setting at once, and returns :func:`summarize_headline` rows
+    (setting, type, mean, std, min, max, count); with ``return_rows`` also the per-split
+    rows.
     """
     adv = adversarial_splits(dataset, targets, discovered, kind=kind, pool=pool, flip=flip)
-    splits = with_random_baselines(adv, seed)
+    splits = with_random_baselines(adv, seed, random_baseline)
     rows = evaluate_splits(dataset, splits, settings=settings, model=model, recipe=recipe,
                            seed=seed, device=device, chunk_size=chunk_size,
                            model_kwargs=model_kwargs, progress=progress)
@@ -283,8 +320,10 @@ def headline_table(
 
 __all__ = [
     "HEADLINE_COLUMNS",
+    "RANDOM_BASELINES",
     "RESULT_COLUMNS",
     "auto_settings",
+    "check_random_baseline",
     "class_setting",
     "evaluate_splits",
     "format_headline",

@@ -14,7 +14,18 @@ positive rate and class counts of both sides) and, with ``export_partitions=true
   dataset), a list of human-task indices (``targets=0,11``) or a tasks file.
 - ``kind=binary|multiclass|random_network`` (``seeds=0,1,2,3`` and ``net=mlp`` for the
   random network), or ``import_file=<file>`` (a reference ``.torch`` file, a CelebA-layout
-  partition ``.csv`` or a split ``.npz``).
+  partition ``.csv`` or a split ``.npz``). A reference CIFAR file indexes torchvision's
+  ``CIFAR10(train=True)``: it is placed through the image ids of CIFAR loaded from the
+  python batches and refused on an ImageFolder tree. An imported split's 2-way target is
+  the file's own (``cifar_splits.torch`` keys are human-task indices), else the one task
+  ``targets=`` names (``targets=11``); with several (the default ``human``) only the class
+  setting is evaluated.
+- Task files (``targets=``, ``discovered=``) take ``<file>[:<format>]`` as ``taskspace
+  agreement tasks=`` does (:func:`taskspace.tasks.load_tasks`).
+- ``random_baseline=matched|reference``: size-matched random splits (default) or the
+  reference's one half/half split of the pool, seed ``seed``
+  (:func:`taskspace.splits.evaluate.with_random_baselines`); ``random_baselines=false``
+  drops them.
 
 ``taskspace split-eval`` trains the learner on every split (adversarial and random, many at
 once) and writes ``results.csv`` (one row per split and setting), ``headline.csv``,
@@ -47,6 +58,7 @@ from taskspace.splits.builders import (
 from taskspace.splits.evaluate import (
     HEADLINE_COLUMNS,
     RESULT_COLUMNS,
+    check_random_baseline,
     evaluate_splits,
     format_headline,
     summarize_headline,
@@ -61,7 +73,16 @@ from taskspace.splits.files import (
     load_split,
     save_split,
 )
-from taskspace.tasks import REFERENCE_TARGETS, TaskSet, human_task_count, human_tasks, load_tasks
+from taskspace.tasks import (
+    REFERENCE_TARGETS,
+    TaskSet,
+    human_task_count,
+    human_task_name,
+    human_task_subset,
+    human_tasks,
+    load_tasks,
+    parse_task_spec,
+)
 
 
 @dataclass
@@ -78,6 +99,7 @@ class SplitConfig(DataConfig):
     net: str = "mlp"
     seeds: list[int] | None = None
     random_baselines: bool = True
+    random_baseline: str = "matched"
     import_file: str | None = None
     export_partitions: bool = False
     seed: int = 0
@@ -147,10 +169,14 @@ def build_targets(cfg: SplitConfig, dataset: ImageDataset) -> TaskSet:
             raise TaskspaceError("no targets: use targets=human or a list of task indices")
         allh = human_tasks(dataset.classes, c, include_original=False,
                            max_tasks=None if total <= 10_000 else 10_000, seed=cfg.seed)
-        idx = [allh.index(f"human-{i:0{max(3, len(str(total - 1)))}d}") for i in wanted]
-        return allh.select(idx)
-    tasks = load_tasks(resolve_tasks_path(spec))
-    return tasks
+        return allh.select([allh.index(human_task_name(c, i)) for i in wanted])
+    return load_task_spec(spec, dataset)
+
+
+def load_task_spec(spec: str, dataset: ImageDataset) -> TaskSet:
+    """Tasks of a ``<run dir | tasks file>[:<format>]`` spec, placed on ``dataset``."""
+    path, fmt = parse_task_spec(spec)
+    return load_tasks(resolve_tasks_path(path), format=fmt, dataset=dataset)
 
 
 def build_discovered(cfg: SplitConfig, dataset: ImageDataset, targets: TaskSet) -> TaskSet:
@@ -165,7 +191,7 @@ def build_discovered(cfg: SplitConfig, dataset: ImageDataset, targets: TaskSet) 
                            max_tasks=64, seed=cfg.seed + 1)
         keep = [i for i, n in enumerate(allh.names) if n not in targets.names]
         return allh.select(keep[: cfg.num_discovered]).renamed(prefix="d-")
-    tasks = load_tasks(resolve_tasks_path(cfg.discovered))
+    tasks = load_task_spec(cfg.discovered, dataset)
     return tasks.select(list(range(min(cfg.num_discovered, len(tasks)))))
 
 
@@ -180,9 +206,12 @@ def build_splits(cfg: SplitConfig, dataset: ImageDataset
     """All splits of a config (adversarial, then random baselines), fully validated."""
     if cfg.kind not in KINDS:
         raise TaskspaceError(f"kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
+    check_random_baseline(cfg.random_baseline)
     targets = discovered = None
     if cfg.import_file:
         adv = import_splits(cfg.import_file, dataset)
+        if any(s.target_labels is None for s in adv):
+            adv = with_targets(adv, build_targets(cfg, dataset), cfg.targets)
     elif cfg.kind == "random_network":
         pool = resolve_pool(dataset, cfg.pool)
         adv = [random_network_split(dataset, model=cfg.net, seed=s, pool=pool, flip=cfg.flip)
@@ -199,23 +228,79 @@ def build_splits(cfg: SplitConfig, dataset: ImageDataset
     names = [s.name for s in adv]
     if len(set(names)) != len(names):
         raise TaskspaceError("split names are not unique; rename the tasks")
-    splits = with_random_baselines(adv, cfg.seed) if cfg.random_baselines else list(adv)
-    return splits, targets, discovered
+    if cfg.random_baselines:
+        return with_random_baselines(adv, cfg.seed, cfg.random_baseline), targets, discovered
+    return list(adv), targets, discovered
 
 
 def import_splits(path_str: str, dataset: ImageDataset) -> list[Split]:
-    """Splits from a reference ``.torch`` file, a CelebA partition ``.csv`` or a ``.npz``."""
+    """Splits from a reference ``.torch`` file, a CelebA partition ``.csv`` or a ``.npz``.
+
+    A reference file's indices are placed on ``dataset`` (see
+    :func:`taskspace.splits.files.load_reference_splits`), and a split keyed by a human-task
+    index there gets that task as its 2-way target (:func:`human_target`).
+    """
     path = Path(path_str)
     n = len(dataset)
     suffix = path.suffix.lower()
     if suffix in (".torch", ".pt", ".pth"):
-        return load_reference_splits(path, n)
+        splits = load_reference_splits(path, dataset=dataset)
+        return [human_target(s, dataset, path) if "target_index" in s.meta else s
+                for s in splits]
     if suffix == ".csv":
         split, _ = import_partition(path, n, dataset.ids if dataset.ids else None)
         return [split]
     if suffix == ".npz":
         return [load_split(path, n)]
     raise TaskspaceError(f"unknown split file type {path.name!r}; use .torch, .csv or .npz")
+
+
+def _retarget(split: Split, labels: torch.Tensor, meta: dict) -> Split:
+    """``split`` with 2-way target ``labels`` and extra ``meta``."""
+    return Split(split.train_idx, split.test_idx, split.name, split.kind,
+                 {**split.meta, **meta}, labels)
+
+
+def human_target(split: Split, dataset: ImageDataset, path: Path) -> Split:
+    """``split`` with the human task its file keys it by as target.
+
+    The reference's ``cifar_splits.torch`` keys splits by human-task index ``t``: task ``t``
+    is the ``t``-th ``C/2``-subset of the classes containing class 0
+    (:func:`taskspace.tasks.human_task_subset`), label 1 iff the class is in it.
+    """
+    t = int(split.meta["target_index"])
+    c = dataset.num_classes
+    total = human_task_count(c)
+    if not 0 <= t < total:
+        raise TaskspaceError(f"{path}: target {t} is not a human-task index of {c} classes "
+                             f"(0..{total - 1})")
+    positive = list(human_task_subset(c, t))
+    labels = torch.isin(dataset.classes, torch.tensor(positive)).long()
+    return _retarget(split, labels, {"target": human_task_name(c, t),
+                                     "positive_classes": positive})
+
+
+def with_targets(splits: list[Split], targets: TaskSet, spec: str) -> list[Split]:
+    """Give imported splits without a target the one task ``targets=`` names.
+
+    Several targets (the default ``targets=human``) leave them without one (only the class
+    setting is evaluated); several named explicitly are an error, since it is unclear which
+    target the file's splits were built for.
+    """
+    if len(targets) != 1:
+        if spec.strip() == "human":
+            return splits
+        raise TaskspaceError(f"the split file records no target and targets={spec} names "
+                             f"{len(targets)} tasks; name one (e.g. targets=11)")
+    meta = {"target": targets.names[0]}
+    positive = targets.task_meta(0).get("positive_classes")
+    if positive:
+        meta["positive_classes"] = positive
+    labels = targets.labels[0]
+    if int(labels.max()) > 1:
+        raise TaskspaceError(f"target task {targets.names[0]!r} has "
+                             f"{targets.num_classes(0)} classes; a 2-way target must be 0/1")
+    return [s if s.target_labels is not None else _retarget(s, labels, meta) for s in splits]
 
 
 def split_file_name(i: int, split: Split) -> str:
