@@ -21,9 +21,12 @@ from PIL import Image
 from taskspace.cli import main as cli
 from taskspace.data import ImageDataset, load_dataset
 from taskspace.errors import TaskspaceError
+from taskspace.splits import load_split
+from taskspace.splits.evaluate import auto_settings
 from taskspace.tasks import (
     class_subset_tasks,
     export_tasks_csv,
+    human_task_subset,
     load_tasks,
     random_tasks,
 )
@@ -32,7 +35,8 @@ from taskspace.tasks.layout import torchvision_train_index
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "external" / "taskdiscovery" / "assets"
 TINY_NPY = ASSETS / "tasks" / "tiny_imagenet_binary_tasks.npy"
 PER_BATCH = 20  # images per batch file of the tiny torchvision folder
-FAST = ["model=mlp", "epochs=1", "progress=false"]
+FAST = ["model=mlp", "recipe.epochs=1", "progress=false"]  # taskspace agreement
+SPLIT_FAST = ["model=mlp", "epochs=1", "progress=false"]  # taskspace split-eval
 
 
 @pytest.fixture(autouse=True)
@@ -94,12 +98,12 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 # ---------------------------------------------------------------- defect 3: task CSVs
 def test_cli_agreement_reference_csv_on_torchvision_folder(tmp_path: Path, capsys) -> None:
-    """Done-when: ``agreement data=cifar10 root=<torchvision folder> tasks=<ssl csv>`` runs;
+    """Done-when: ``agreement data=cifar10 data.root=<torchvision folder> tasks=<ssl csv>`` runs;
     the file's tasks are scored on the held-out split only, human tasks on both."""
     root = write_torchvision_cifar(tmp_path / "data")
     tasks_csv = write_reference_csv(tmp_path / "ssl.csv")
     out = tmp_path / "run"
-    code = cli(["agreement", "data=cifar10", f"root={root}", f"tasks={tasks_csv},human",
+    code = cli(["agreement", "data=cifar10", f"data.root={root}", f"tasks={tasks_csv},human",
                 "num_tasks=1", *FAST, f"out={out}"])
     assert code == 0, capsys.readouterr().err
     rows = list(csv.DictReader((out / "agreement.csv").open()))
@@ -150,7 +154,7 @@ def test_cli_agreement_reference_csv_refused_on_imagefolder_tree(tmp_path: Path,
     root = write_cifar_tree(tmp_path / "tree")
     tasks_csv = write_reference_csv(tmp_path / "ssl.csv")
     out = tmp_path / "run"
-    code = cli(["agreement", "data=cifar10", f"root={root}", f"tasks={tasks_csv}", *FAST,
+    code = cli(["agreement", "data=cifar10", f"data.root={root}", f"tasks={tasks_csv}", *FAST,
                 f"out={out}"])
     err = one_error_line(capsys)
     assert code == 2
@@ -235,3 +239,97 @@ def test_reference_tiny_imagenet_tasks_as_class_subsets() -> None:
     assert tasks.labels.shape == (5, 600) and tasks.labels.sum(1).tolist() == [300] * 5
     rows = np.load(TINY_NPY)
     assert tasks.task_meta(2)["positive_classes"] == sorted(rows[2].tolist())
+
+
+# ---------------------------------------------------------------- defect 7: .torch splits
+def write_cifar_splits(path: Path) -> dict[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A ``cifar_splits.torch``-like dict over torchvision training indices: targets 0 and
+    11, two splits each, covering the images of the tiny folder."""
+    tv = torch.tensor([b * 10_000 + r for b in range(5) for r in range(PER_BATCH)])
+    g = torch.Generator().manual_seed(0)
+    d = {}
+    for target in (0, 11):
+        d[target] = []
+        for _ in range(2):
+            perm = tv[torch.randperm(len(tv), generator=g)]
+            d[target].append((perm[:60], perm[60:]))
+    torch.save(d, path)
+    return d
+
+
+def test_cli_split_imports_reference_torch_file(tmp_path: Path, capsys) -> None:
+    """Indices are torchvision training indices, placed through ids; each split gets its
+    file's target (human task 0 / 11) and so a 2-way adversarial row per target."""
+    root = write_torchvision_cifar(tmp_path / "data")
+    d = write_cifar_splits(tmp_path / "cifar_splits.torch")
+    out = tmp_path / "split"
+    assert cli(["split", "data=cifar10", f"root={root}",
+                f"import_file={tmp_path / 'cifar_splits.torch'}", f"out={out}",
+                "progress=false"]) == 0, capsys.readouterr().err
+    ds = load_dataset("cifar10", root)
+    tv = [torchvision_train_index(x) for x in ds.ids]
+    rows = list(csv.DictReader((out / "splits.csv").open()))
+    assert [r["split"] for r in rows[:4]] == ["target0-0", "target0-1", "target11-0",
+                                               "target11-1"]
+    s = load_split(out / "splits" / rows[2]["file"], len(ds))
+    assert sorted(tv[i] for i in s.train_idx.tolist()) == sorted(d[11][0][0].tolist())
+    assert sorted(tv[i] for i in s.test_idx.tolist()) == sorted(d[11][0][1].tolist())
+    positive = list(human_task_subset(10, 11))
+    assert s.meta["target"] == "human-011" and s.meta["positive_classes"] == positive
+    assert torch.equal(s.target_labels, torch.isin(ds.classes, torch.tensor(positive)).long())
+    assert auto_settings(s, 10) == ["2-way", "10-way"]
+    ev = tmp_path / "eval"
+    assert cli(["split-eval", f"splits={out}", *SPLIT_FAST, "pictures=0", f"out={ev}"]) == 0
+    res = list(csv.DictReader((ev / "results.csv").open()))
+    two_way = {(r["target"], r["type"]) for r in res if r["setting"] == "2-way"}
+    assert two_way == {(t, ty) for t in ("human-000", "human-011")
+                       for ty in ("adversarial", "random")}
+
+
+def test_reference_torch_file_on_subset_drops_missing_images(tmp_path: Path) -> None:
+    from taskspace.splits.run import import_splits
+
+    root = write_torchvision_cifar(tmp_path / "data")
+    d = write_cifar_splits(tmp_path / "cifar_splits.torch")
+    ds = load_dataset("cifar10", root, train_size=50, test_size=10)
+    tv = [torchvision_train_index(x) for x in ds.ids]
+    s = import_splits(str(tmp_path / "cifar_splits.torch"), ds)[0]
+    kept = {t for t in tv if t is not None}
+    assert sorted(tv[i] for i in s.train_idx.tolist()) == sorted(
+        t for t in d[0][0][0].tolist() if t in kept)
+    assert s.meta["dropped"] == 100 - 50 and len(s.train_idx) + len(s.test_idx) == 50
+
+
+def test_reference_torch_file_refused_on_imagefolder_tree(tmp_path: Path, capsys) -> None:
+    root = write_cifar_tree(tmp_path / "tree")
+    torch.save({0: [(torch.tensor([0, 1, 2]), torch.tensor([3, 4]))]},
+               tmp_path / "cifar_splits.torch")
+    out = tmp_path / "split"
+    assert cli(["split", "data=cifar10", f"root={root}",
+                f"import_file={tmp_path / 'cifar_splits.torch'}", f"out={out}"]) == 2
+    err = one_error_line(capsys)
+    assert "cifar_splits.torch indexes CIFAR's official training images" in err
+    assert "ImageFolder tree" in err and "cifar-10-batches-py" in err
+    assert not out.exists()
+
+
+def test_imported_split_without_target_takes_targets_option(tmp_path: Path, capsys) -> None:
+    """A pair file records no target: ``targets=11`` gives it one; several named targets
+    are refused; the default leaves it to the class setting."""
+    from taskspace.splits.run import SplitConfig, build_splits
+
+    root = write_torchvision_cifar(tmp_path / "data")
+    ds = load_dataset("cifar10", root)
+    torch.save([torch.tensor([0, 1, 10_000, 20_005]), torch.tensor([2, 40_019])],
+               tmp_path / "pair.torch")
+    common = {"data": "cifar10", "root": str(root), "import_file": str(tmp_path / "pair.torch"),
+              "random_baselines": False}
+    (s,) = build_splits(SplitConfig(**common, targets="11"), ds)[0]
+    assert s.train_idx.tolist() == [0, 1, 20, 45] and s.test_idx.tolist() == [2, 99]
+    positive = torch.tensor(human_task_subset(10, 11))
+    assert torch.equal(s.target_labels, torch.isin(ds.classes, positive).long())
+    assert s.meta["target"] == "human-011" and auto_settings(s, 10) == ["2-way", "10-way"]
+    (plain,) = build_splits(SplitConfig(**common), ds)[0]
+    assert plain.target_labels is None and auto_settings(plain, 10) == ["10-way"]
+    with pytest.raises(TaskspaceError, match="records no target and targets=0,11"):
+        build_splits(SplitConfig(**common, targets="0,11"), ds)

@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from taskspace.data.dataset import ImageDataset
 from taskspace.errors import TaskspaceError
 from taskspace.io import atomic_write
 from taskspace.splits.builders import Split
+from taskspace.tasks.layout import dataset_index_of
 
 #: Version of the native split ``.npz`` layout.
 SPLIT_NPZ_VERSION = 1
@@ -228,44 +230,93 @@ def _pair(x: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _to_index(x[0], f"{where} train_idx"), _to_index(x[1], f"{where} test_idx")
 
 
-def load_reference_splits(path: str | Path, n_images: int | None = None) -> list[Split]:
-    """Read a reference split file safely (``torch.load(weights_only=True)``).
-
-    A dict ``{target: [(train_idx, test_idx), ...]}`` (``cifar_splits.torch``) gives splits
-    named ``target<t>-<j>`` with ``meta = {"target": t, "split_idx": j}``; a pair
-    ``[train_idx, test_idx]`` (``adv-split.torch``) gives one split named after the file.
-    Anything else, or a file holding other objects than tensors, arrays, lists, tuples,
-    dicts and numbers, raises :class:`TaskspaceError`.
-    """
-    path = Path(path)
+def _read_reference(path: Path) -> Any:
+    """The object of a reference ``.torch`` file, loaded safely (tensors, arrays only)."""
     if not path.is_file():
         raise TaskspaceError(f"split file not found: {path}")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else ""
         raise TaskspaceError(f"{path}: refused to load: the file holds objects other than "
                              f"index tensors/arrays ({first})") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise TaskspaceError(f"{path}: unreadable split file ({str(err)[:200]})") from None
-    splits: list[Split] = []
-    if isinstance(obj, dict):
-        for target, items in obj.items():
-            if not isinstance(items, (list, tuple)):
-                raise TaskspaceError(f"{path}: target {target!r} must map to a list of "
-                                     "(train_idx, test_idx) pairs")
-            for j, item in enumerate(items):
-                tr, te = _pair(item, f"{path} target {target!r} split {j}")
-                splits.append(Split(tr, te, f"target{target}-{j}", "imported",
-                                    {"target": str(target), "split_idx": j,
-                                     "source": str(path)}))
-    elif isinstance(obj, (list, tuple)):
+
+
+def _reference_items(obj: Any, path: Path
+                     ) -> list[tuple[str, torch.Tensor, torch.Tensor, dict[str, Any]]]:
+    """``(name, train_idx, test_idx, meta)`` of every split in a reference file's object."""
+    if isinstance(obj, (list, tuple)):
         tr, te = _pair(obj, str(path))
-        splits.append(Split(tr, te, path.stem, "imported", {"source": str(path)}))
-    else:
+        return [(path.stem, tr, te, {"source": str(path)})]
+    if not isinstance(obj, dict):
         raise TaskspaceError(f"{path}: expected a dict of split lists or a [train_idx, "
                              f"test_idx] pair, got {type(obj).__name__}")
+    items = []
+    for target, pairs in obj.items():
+        if not isinstance(pairs, (list, tuple)):
+            raise TaskspaceError(f"{path}: target {target!r} must map to a list of "
+                                 "(train_idx, test_idx) pairs")
+        meta: dict[str, Any] = {"target": str(target), "source": str(path)}
+        if isinstance(target, int) and not isinstance(target, bool):
+            meta["target_index"] = target
+        for j, item in enumerate(pairs):
+            tr, te = _pair(item, f"{path} target {target!r} split {j}")
+            items.append((f"target{target}-{j}", tr, te, {**meta, "split_idx": j}))
+    return items
+
+
+def _torchvision_to_dataset(idx: torch.Tensor, inv: torch.Tensor, where: str) -> torch.Tensor:
+    """Torchvision training indices -> dataset indices (images not kept are dropped)."""
+    if len(idx) and int(idx.max()) >= len(inv):
+        raise TaskspaceError(f"{where}: index {int(idx.max())} is beyond the {len(inv)} "
+                             "official training images")
+    mapped = inv[idx]
+    return mapped[mapped >= 0]
+
+
+def load_reference_splits(
+    path: str | Path, n_images: int | None = None, *, dataset: ImageDataset | None = None
+) -> list[Split]:
+    """Read a reference split file safely (``torch.load(weights_only=True)``).
+
+    A dict ``{target: [(train_idx, test_idx), ...]}`` (``cifar_splits.torch``) gives splits
+    named ``target<t>-<j>`` with ``meta = {"target": str(t), "split_idx": j}`` and, for an
+    integer key, ``"target_index": t`` (the reference keys by human-task index); a pair
+    ``[train_idx, test_idx]`` (``adv-split.torch``) gives one split named after the file.
+    Anything else, or a file holding other objects than tensors, arrays, lists, tuples,
+    dicts and numbers, raises :class:`TaskspaceError`.
+
+    What the indices mean, with ``dataset``: on a torchvision-layout dataset (CIFAR from the
+    python batches) they index torchvision's ``CIFAR10(train=True)`` and are placed through
+    the dataset's ids (images a ``train_size`` subset left out are dropped, counted in
+    ``meta["dropped"]``). A dict file, the CIFAR layout, is refused on an ImageFolder tree,
+    which is ordered by class folder and file name, not as torchvision. Otherwise the
+    indices are the dataset's own: a pair file on an ImageFolder tree (the reference's
+    ImageNet file indexes ImageFolder order, the train part first, as here), any file on a
+    native dataset. Without ``dataset`` they are checked against ``n_images``.
+    """
+    path = Path(path)
+    obj = _read_reference(path)
+    items = _reference_items(obj, path)
+    inv = None
+    if dataset is not None:
+        n_images = len(dataset)
+        cifar_file = isinstance(obj, dict) and dataset.index_order == "imagefolder"
+        if dataset.index_order == "torchvision" or cifar_file:
+            inv = dataset_index_of(dataset, str(path))  # refuses the ImageFolder tree
+    splits = []
+    for name, tr, te, meta in items:
+        if inv is not None:
+            n_file = len(tr) + len(te)
+            tr = _torchvision_to_dataset(tr, inv, f"{path} split {name}")
+            te = _torchvision_to_dataset(te, inv, f"{path} split {name}")
+            meta = {**meta, "index": "torchvision_train"}
+            if len(tr) + len(te) < n_file:
+                meta["dropped"] = n_file - len(tr) - len(te)
+        splits.append(Split(tr, te, name, "imported", meta))
     if n_images is not None:
         for s in splits:
             try:
