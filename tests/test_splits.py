@@ -184,6 +184,21 @@ def test_cli_split_reference_random_baseline(tmp_path):
     assert base[0].test_idx.tolist() == sorted(pool[perm[len(pool) - len(pool) // 2:]].tolist())
 
 
+def test_standin_tasks_have_their_own_kind(tmp_path, digits):
+    """``discovered=standin`` tasks are kind ``standin``, not ``random``."""
+    from taskspace.splits.builders import feature_sign_tasks
+    from taskspace.tasks import TASK_KINDS, load_tasks
+
+    assert "standin" in TASK_KINDS
+    tasks = feature_sign_tasks(digits, 2, recipe=get_recipe("fast", epochs=1))
+    assert tasks.kinds == ["standin", "standin"] and tasks.names == ["standin-00", "standin-01"]
+    assert tasks.subset_of_kind("random").names == []
+    out = tmp_path / "s"
+    assert cli_main(["split", "targets=0", "num_discovered=2", f"out={out}",
+                     "progress=false"]) == 0
+    assert load_tasks(out / "discovered.npz").kinds == ["standin", "standin"]
+
+
 # ----------------------------------------------------------------------------- files
 def test_npz_round_trip(tmp_path):
     t = torch.tensor([0, 1, 1, 0, 1, 0])

@@ -402,7 +402,8 @@ def feature_sign_tasks(
     non-test images) and labels task ``k`` as ``1[w_k . (f(x) - mean) > 0]`` with ``w_k``
     standard normal (generator seeded ``seed``). Such tasks are easy for the learner (they
     are linear in its own features), which is what an adversarial split needs; they are not
-    the output of task discovery, and are named ``standin-NN`` with kind ``random``.
+    the output of task discovery, and are named ``standin-NN`` with their own kind
+    ``standin`` (neither ``random`` nor ``discovered``, so tables never mix them up).
     """
     from taskspace.engine import fit_many
 
@@ -424,7 +425,7 @@ def feature_sign_tasks(
     names = [f"standin-{k:02d}" for k in range(count)]
     meta = {"standin": True, "construction": "sign of random projections of the penultimate "
             f"features of a {model} trained on the original classes", "seed": int(seed)}
-    return TaskSet(labels, names, ["random"] * count, meta)
+    return TaskSet(labels, names, ["standin"] * count, meta)
 
 
 def _check_same_images(a: TaskSet, b: TaskSet, what_a: str, what_b: str) -> None:
