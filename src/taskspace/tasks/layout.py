@@ -29,8 +29,8 @@ REFERENCE_TRAIN_IMAGES = 50_000
 #: Images per official CIFAR-10 batch file (``data_batch_1`` .. ``data_batch_5``).
 BATCH_ROWS = 10_000
 
-_FIX = ("use root=<folder holding cifar-10-batches-py>, torchvision's python-batch download, "
-        "whose image order is torchvision's")
+_FIX = ("use torchvision's python-batch download (the folder holding cifar-10-batches-py) as "
+        "the data root, whose image order is torchvision's")
 
 
 def torchvision_train_index(image_id: str) -> int | None:
