@@ -1,18 +1,23 @@
-"""Discovery benchmark: batched heads vs one head per meta-step, and unroll memory.
+"""Discovery benchmark: batched vs one head per meta-step; cost of each meta-gradient mode.
 
 1. Throughput in *head-meta-steps per second* (one head's pair of learners unrolled,
    meta-evaluated and back-propagated), measured side by side in one process: all
    ``--heads`` heads of a meta-step as one vmapped stack of ``2 x heads`` learners vs the
    reference's one head per meta-step. Same encoder, learners, T and batch size.
-2. Peak memory of one meta-step with and without per-step activation checkpointing, each in
-   a fresh subprocess (peak RSS from ``resource.getrusage``; the baseline RSS after set-up
-   is subtracted).
+2. Peak memory and time per meta-step of the three meta-gradient modes: the full unroll
+   (the reference's), the full unroll with per-step activation checkpointing, and the
+   first-order approximation (``first_order=True``), each in a fresh subprocess (peak RSS
+   from ``resource.getrusage`` with the baseline RSS after set-up subtracted; wall-clock and
+   process CPU seconds are means over ``--mem-repeats`` meta-steps after a warm-up step; CPU
+   seconds are the steadier figure on a shared machine).
 
-Prints a table and writes ``benchmarks/results/bench_discovery.json``. Defaults are the
-digits preset (mlp encoder, mlp 256-64 learners, T=8, batch 128).
+Prints a table and writes ``benchmarks/results/bench_discovery.json``. Defaults: part 1 the
+digits preset (mlp encoder, mlp 256-64 learners, T=8, batch 128, 8 heads); part 2 T=20,
+2 heads, batch 128 and reference-width mlp learners (1024-512-256-64).
 
     .venv/bin/python benchmarks/bench_discovery.py            # ~3-5 minutes on 2 cores
     .venv/bin/python benchmarks/bench_discovery.py --quick
+    .venv/bin/python benchmarks/bench_discovery.py --threads 1  # steadier on a busy machine
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def build(heads: int, steps: int, batch: int, widths: list[int], checkpoint: bool = False,
+#: Meta-gradient modes of the memory benchmark: MetaSettings overrides.
+MODES: dict[str, dict[str, bool]] = {
+    "full": {},
+    "full+checkpoint": {"use_checkpoint": True},
+    "first-order": {"first_order": True},
+}
+
+
+def build(heads: int, steps: int, batch: int, widths: list[int], mode: str = "full",
           enc_widths: list[int] | None = None):  # noqa: ANN201
     from taskspace.data import load_dataset
     from taskspace.discovery import InnerLearners, MetaSettings, MetaTrainer, TaskEncoder
@@ -41,7 +54,7 @@ def build(heads: int, steps: int, batch: int, widths: list[int], checkpoint: boo
     enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=16, num_tasks=16, model_kwargs=kw)
     learners = InnerLearners("mlp", in_channels=1, image_size=8, model_kwargs={"widths": widths})
     s = MetaSettings(inner_steps=steps, inner_lr=0.2, batch_size=batch, eval_batch_size=256,
-                     heads_per_step=heads, uniformity=2.0, use_checkpoint=checkpoint)
+                     heads_per_step=heads, uniformity=2.0, **MODES[mode])
     return MetaTrainer(enc, learners, ds, s)
 
 
@@ -69,31 +82,37 @@ def throughput(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def _memory_child(checkpoint: bool, steps: int, widths: list[int], heads: int,
-                  batch: int) -> None:
+def _memory_child(mode: str, steps: int, widths: list[int], heads: int, batch: int,
+                  repeats: int) -> None:
     import resource
 
-    mt = build(heads, steps, batch, widths, checkpoint=checkpoint)
+    mt = build(heads, steps, batch, widths, mode=mode)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    mt.meta_step()
-    sec = time.perf_counter() - t0
+    mt.meta_step()  # warm-up (its peak counts: every meta-step needs the same memory)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        mt.meta_step()
+    sec = (time.perf_counter() - t0) / repeats
+    cpu = (time.process_time() - c0) / repeats
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"baseline_kib": base, "peak_kib": peak, "seconds": sec}))
+    print(json.dumps({"baseline_kib": base, "peak_kib": peak, "seconds": sec, "cpu": cpu}))
 
 
 def memory(args: argparse.Namespace) -> list[dict]:
+    """Peak memory and seconds per meta-step of every mode, each in a fresh process."""
     rows = []
-    for ck in (False, True):
-        cmd = [sys.executable, __file__, "--child-memory", str(int(ck)), "--steps",
+    for mode in MODES:
+        cmd = [sys.executable, __file__, "--child-memory", mode, "--steps",
                str(args.mem_steps), "--heads", str(args.mem_heads), "--batch", str(args.batch),
-               "--widths", *map(str, args.mem_widths)]
+               "--widths", *map(str, args.mem_widths), "--mem-repeats", str(args.mem_repeats),
+               "--threads", str(torch.get_num_threads())]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        rows.append({"checkpoint": ck, "inner_steps": args.mem_steps,
+        rows.append({"mode": mode, "inner_steps": args.mem_steps,
                      "learner_widths": args.mem_widths, "heads": args.mem_heads,
                      "extra_peak_mib": (r["peak_kib"] - r["baseline_kib"]) / 1024,
-                     "seconds": r["seconds"]})
+                     "seconds_per_meta_step": r["seconds"],
+                     "cpu_seconds_per_meta_step": r["cpu"]})
     return rows
 
 
@@ -107,14 +126,20 @@ def main() -> None:
     p.add_argument("--mem-steps", type=int, default=20)
     p.add_argument("--mem-heads", type=int, default=2)
     p.add_argument("--mem-widths", type=int, nargs="+", default=[1024, 512, 256, 64])
+    p.add_argument("--mem-repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's); 1 is steadier on a busy machine")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-memory", choices=list(MODES), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.child_memory is not None:
-        _memory_child(bool(args.child_memory), args.steps, args.widths, args.heads, args.batch)
+        _memory_child(args.child_memory, args.steps, args.widths, args.heads, args.batch,
+                      args.mem_repeats)
         return
     if args.quick:
-        args.rounds, args.steps, args.mem_steps = 1, 4, 8
+        args.rounds, args.steps, args.mem_steps, args.mem_repeats = 1, 4, 8, 1
     thr = throughput(args)
     mem = memory(args)
     speedup = thr[1]["head_steps_per_s"] / thr[0]["head_steps_per_s"]
@@ -125,11 +150,12 @@ def main() -> None:
         print(f"{r['mode']:<10} {r['heads_per_step']:>10} {r['head_steps']:>10} "
               f"{r['seconds']:>8.1f} {r['head_steps_per_s']:>13.3f}")
     print(f"batched / one-head-per-step speed-up: {speedup:.2f}x")
-    print(f"\nunroll memory (one meta-step, T={args.mem_steps}, {args.mem_heads} heads, "
-          f"mlp {args.mem_widths} learners)")
-    print(f"{'checkpoint':<11} {'extra peak MiB':>15} {'seconds':>8}")
+    print(f"\nmeta-gradient modes (one meta-step, T={args.mem_steps}, {args.mem_heads} heads, "
+          f"batch {args.batch}, mlp {args.mem_widths} learners)")
+    print(f"{'mode':<16} {'extra peak MiB':>15} {'s/meta-step':>12} {'CPU s/meta-step':>16}")
     for r in mem:
-        print(f"{str(r['checkpoint']):<11} {r['extra_peak_mib']:>15.1f} {r['seconds']:>8.1f}")
+        print(f"{r['mode']:<16} {r['extra_peak_mib']:>15.1f} "
+              f"{r['seconds_per_meta_step']:>12.2f} {r['cpu_seconds_per_meta_step']:>16.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "bench_discovery.json"
     out.write_text(json.dumps({
