@@ -19,7 +19,7 @@ from taskspace.agreement import agreement_score, proxy_agreement_score, summariz
 from taskspace.cli import main as cli
 from taskspace.tasks import TaskSet, human_tasks, random_tasks, save_tasks
 
-FAST_CLI = ["data=digits", "model=mlp", "num_tasks=2", "epochs=3", "tasks_per_job=1",
+FAST_CLI = ["data=digits", "model=mlp", "num_tasks=2", "recipe.epochs=3", "launch.per_job=1",
             "progress=false"]
 
 
@@ -88,14 +88,14 @@ def test_cli_writes_tables_and_resumes_after_kill(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-m", "taskspace.cli", "agreement", *FAST_CLI,
                              f"out={run}"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    first = run / "parts" / "chunk-0000.csv"
+    first = run / "parts" / "part-0000.csv"
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert first.exists()
-    done_before = sorted(p.name for p in (run / "parts").glob("chunk-*.csv"))
+    done_before = sorted(p.name for p in (run / "parts").glob("part-*.csv"))
     assert len(done_before) < 4, "the run finished before it could be killed"
     assert not (run / "agreement.csv").exists()
     stamp = first.stat().st_mtime_ns
@@ -116,7 +116,7 @@ def test_cli_writes_tables_and_resumes_after_kill(tmp_path, capsys):
 def test_local_launch_matches_inprocess(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _run_cli(["agreement", *FAST_CLI, f"out={a}"], capsys)[0] == 0
-    assert _run_cli(["agreement", *FAST_CLI, f"out={b}", "launch=local", "parallel=2"],
+    assert _run_cli(["agreement", *FAST_CLI, f"out={b}", "launch=local", "launch.parallel=2"],
                     capsys)[0] == 0
     assert (a / "agreement.csv").read_bytes() == (b / "agreement.csv").read_bytes()
     assert list((b / "jobs").glob("*_log.out")), "submitit local jobs left no logs"
@@ -143,8 +143,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
         "labels per task": [f"tasks={short}"],
         "only one class": [f"tasks={one}"],
         "unknown model": ["model=nope", "tasks=random"],
-        "data folder not found": ["data=imagefolder", f"root={tmp_path / 'missing'}"],
-        "9.png": ["data=imagefolder", f"root={tree}", "tasks=random"],
+        "data folder not found": ["data=imagefolder", f"data.root={tmp_path / 'missing'}"],
+        "9.png": ["data=imagefolder", f"data.root={tree}", "tasks=random"],
         "unknown option": ["colour=blue"],
         "must be an integer": ["pairs=two"],
     }
@@ -175,15 +175,15 @@ def test_rerun_with_other_options_is_refused(tmp_path, capsys):
     # a run made before an option existed resumes at that option's default, not otherwise
     cfg = out / "config.yaml"
     cfg.write_text("".join(ln for ln in cfg.read_text().splitlines(keepends=True)
-                           if not ln.startswith("bf16:")))
+                           if not ln.strip().startswith("bf16:")))
     assert _run_cli(["agreement", *FAST_CLI, "num_tasks=1", f"out={out}"], capsys)[0] == 0
-    code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "bf16=true", f"out={out}"],
-                            capsys)
-    assert code == 2 and "different options (bf16)" in err
+    code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "recipe.bf16=true",
+                             f"out={out}"], capsys)
+    assert code == 2 and "different options (recipe.bf16)" in err
 
 
 def test_help_lists_options(capsys):
     assert cli(["agreement", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "pairs=1" in text and "launch='inprocess'" in text
+    assert "pairs=1" in text and "launch.kind='inprocess'" in text
     assert cli(["nonsense"]) == 2

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from taskspace.cli import main as cli_main
+from taskspace.commands.demo import compare_with_baselines
 from taskspace.data import load_dataset
 from taskspace.discovery import (
     InnerLearners,
     MetaSettings,
     MetaTrainer,
     TaskEncoder,
-    compare_with_baselines,
     haar_orthogonal,
     soft_labels,
     uniformity_loss,
@@ -169,20 +169,21 @@ def test_meta_steps_descend_the_meta_loss(digits):
 
 # ---------------------------------------------------------------- commands
 def _discover(tmp: Path, name: str, *extra: str) -> int:
-    return cli_main(["discover", f"out={tmp / name}", "K=2", "d=2", "T=2", "batch_size=16",
-                     "eval_batch_size=16", "heads_per_step=2", "progress=false",
-                     "model_kwargs={widths: [16]}", "as_kwargs={widths: [8]}", *extra])
+    return cli_main(["discover", f"out={tmp / name}", "encoder.K=2", "encoder.d=2", "meta.T=2",
+                     "meta.batch_size=16", "meta.eval_batch_size=16", "meta.heads_per_step=2",
+                     "progress=false", "encoder.kwargs={widths: [16]}",
+                     "model.kwargs={widths: [8]}", *extra])
 
 
 def test_resume_gives_identical_encoder(tmp_path):
     from safetensors.torch import load_file
 
-    assert _discover(tmp_path, "whole", "meta_steps=4", "evaluate=false") == 0
-    assert _discover(tmp_path, "split", "meta_steps=4", "evaluate=false", "stop_after=2",
+    assert _discover(tmp_path, "whole", "meta.meta_steps=4", "evaluate=false") == 0
+    assert _discover(tmp_path, "split", "meta.meta_steps=4", "evaluate=false", "stop_after=2",
                      "checkpoint_every=1") == 0
     state = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2
-    assert _discover(tmp_path, "split", "meta_steps=4", "evaluate=false") == 0
+    assert _discover(tmp_path, "split", "meta.meta_steps=4", "evaluate=false") == 0
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
@@ -194,21 +195,21 @@ def test_resume_gives_identical_encoder(tmp_path):
 
 
 def test_bad_input_gives_exit_status_2(tmp_path, capsys):
-    assert _discover(tmp_path, "k", "K=5", "d=4") == 2
+    assert _discover(tmp_path, "k", "encoder.K=5", "encoder.d=4") == 2
     assert "K=5" in capsys.readouterr().err
     assert not (tmp_path / "k").exists()  # no partial output
-    assert _discover(tmp_path, "a", "arch=nosuchnet") == 2
+    assert _discover(tmp_path, "a", "model=nosuchnet") == 2
     assert "nosuchnet" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     torch.save({"foo.weight": torch.zeros(3)}, bad)
-    assert _discover(tmp_path, "b", f"backbone={bad}") == 2
+    assert _discover(tmp_path, "b", f"encoder.backbone={bad}") == 2
     assert "does not match" in capsys.readouterr().err
     wrong = tmp_path / "wrong.pt"
     torch.save({"1.weight": torch.zeros(3, 3), "1.bias": torch.zeros(3)}, wrong)
-    assert _discover(tmp_path, "c", f"backbone={wrong}") == 2
+    assert _discover(tmp_path, "c", f"encoder.backbone={wrong}") == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and len(err.strip().splitlines()) == 1
-    assert _discover(tmp_path, "d", f"backbone={tmp_path / 'missing.pt'}") == 2
+    assert _discover(tmp_path, "d", f"encoder.backbone={tmp_path / 'missing.pt'}") == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -217,16 +218,19 @@ def test_regulated_discovery_end_to_end(tmp_path, digits):
     """pretrain (SimCLR) -> discover with the frozen backbone -> tasks, AS, galleries."""
     from safetensors.torch import load_file
 
-    assert cli_main(["pretrain", f"out={tmp_path / 'ssl'}", "steps=20", "batch_size=64",
-                     "model_kwargs={widths: [32, 16]}", "progress=false"]) == 0
+    assert cli_main(["pretrain", f"out={tmp_path / 'ssl'}", "simclr.steps=20",
+                     "simclr.batch_size=64", "model.kwargs={widths: [32, 16]}",
+                     "progress=false"]) == 0
     ckpt = tmp_path / "ssl" / "backbone.safetensors"
     assert ckpt.exists() and (tmp_path / "ssl" / "config.yaml").exists()
     run = tmp_path / "reg"
-    assert cli_main(["discover", f"out={run}", f"backbone={ckpt}", "normalize_input=false",
-                     "model_kwargs={widths: [32, 16]}", "as_kwargs={widths: [8]}", "K=3", "d=4",
-                     "T=2", "meta_steps=2", "heads_per_step=3", "batch_size=32",
-                     "as_epochs=1", "eval_kwargs={widths: [16]}", "baselines=true",
-                     "num_baseline_tasks=2", "progress=false"]) == 0
+    assert cli_main(["discover", f"out={run}", f"encoder.backbone={ckpt}",
+                     "encoder.normalize_input=false", "encoder.kwargs={widths: [32, 16]}",
+                     "model.kwargs={widths: [8]}", "encoder.K=3", "encoder.d=4", "meta.T=2",
+                     "meta.meta_steps=2", "meta.heads_per_step=3", "meta.batch_size=32",
+                     "evaluation.epochs=1", "evaluation.model.kwargs={widths: [16]}",
+                     "evaluation.baselines=true", "evaluation.num_baseline_tasks=2",
+                     "progress=false"]) == 0
     enc = load_file(str(run / "encoder.safetensors"))
     pre = load_file(str(ckpt))
     for k, v in pre.items():  # the frozen backbone is unchanged by meta-training
@@ -261,7 +265,7 @@ def test_simclr_pieces():
 
 
 def test_label_bn_modes_leave_the_encoder_untouched(digits):
-    from taskspace.discovery.artifacts import calibrate_bn, encoder_embeddings
+    from taskspace.discovery.artifacts import calibrate_bn, encoder_embeddings, mixed_order
 
     torch.manual_seed(0)
     enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=4, num_tasks=4,
@@ -272,8 +276,8 @@ def test_label_bn_modes_leave_the_encoder_untouched(digits):
     for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert h_batch.shape == h_run.shape == (len(digits), 4)
-    # batch statistics centre every chunk; untrained running statistics (0/1) do not
-    assert h_batch[:512].mean(0).abs().max() < 1e-4
+    # batch statistics centre every (seeded, class-mixed) batch; running statistics do not
+    assert h_batch[mixed_order(len(digits))[:512]].mean(0).abs().max() < 1e-4
     calibrate_bn(enc, digits, digits.split("train"))
     h_cal = encoder_embeddings(enc, digits, "running")
     tr = digits.split("train")
@@ -287,11 +291,11 @@ def test_digits_discovery_meets_the_targets(tmp_path):
     runs): discovered AS >= human AS - 0.03 and >= random AS + 0.15, every positive rate in
     [0.2, 0.8], mean off-diagonal folded similarity <= 0.7, and meta-training raises the
     heads' AS above the same heads on the untrained encoder."""
-    from taskspace.discovery import discovery_demo_rows
+    from taskspace.commands.demo import discovery_stage
     from taskspace.io import read_csv
 
     run = tmp_path / "discover"
-    summary = discovery_demo_rows(out=run, num_tasks=16, progress=False, seed=0)
+    summary = discovery_stage(run, num_tasks=16, seed=0, progress=False)
     mean = {(r["kind"], r["split"]): float(r["mean"]) for r in summary}
     for split in ("heldout", "test"):
         found = mean[("discovered", split)]

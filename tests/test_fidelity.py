@@ -12,6 +12,8 @@ import torch
 from taskspace.agreement import score as score_module
 from taskspace.agreement.score import proxy_agreement_score
 from taskspace.cli import main as cli_main
+from taskspace.commands.discover import DiscoverConfig, resolve
+from taskspace.config import build_config
 from taskspace.data import ImageDataset
 from taskspace.data.imagefolder import ImageTree, tree_dataset
 from taskspace.discovery.artifacts import (
@@ -23,7 +25,6 @@ from taskspace.discovery.artifacts import (
 from taskspace.discovery.encoder import TaskEncoder
 from taskspace.discovery.inner import InnerLearners
 from taskspace.discovery.metatrain import MetaSettings, MetaTrainer
-from taskspace.discovery.runner import DiscoverConfig, resolve
 from taskspace.errors import TaskspaceError
 from taskspace.tasks import human_tasks, random_tasks
 
@@ -117,12 +118,12 @@ def test_reference_preset_eval_batch_on_real_cifar10_has_every_class() -> None:
     evaluation batch of preset=reference holds at least 30 images of every class."""
     if not (CIFAR_JPEGS / "train").is_dir():
         pytest.skip(f"{CIFAR_JPEGS} is absent")
-    from taskspace.agreement.run import dataset_of
-    from taskspace.discovery.runner import build_encoder, build_learners, settings_of
+    from taskspace.commands.discover import build_encoder, build_learners, settings_of
+    from taskspace.data.config import load_data
 
-    cfg = resolve(DiscoverConfig(preset="reference", data="cifar10", root=str(CIFAR_JPEGS),
-                                 progress=False))
-    ds = dataset_of(cfg)
+    cfg = resolve(build_config(DiscoverConfig, ["preset=reference", "data=cifar10",
+                                                f"data.root={CIFAR_JPEGS}", "progress=false"]))
+    ds = load_data(cfg.data, progress=False)
     assert ds.index_order == "imagefolder"
     trainer = MetaTrainer(build_encoder(cfg, ds), build_learners(cfg, ds), ds, settings_of(cfg))
     batch = trainer._eval_batch(0)
@@ -133,20 +134,22 @@ def test_reference_preset_eval_batch_on_real_cifar10_has_every_class() -> None:
 
 # ----------------------------------------------------------------- defect 4: the preset
 def test_reference_preset_is_the_reference_command() -> None:
-    cfg = resolve(DiscoverConfig(preset="reference"))
-    assert (cfg.arch, cfg.as_arch, cfg.recipe, cfg.split_seed) == (
-        "resnet18", "resnet18", "reference", 42)
-    assert (cfg.d, cfg.K, cfg.T, cfg.inner_lr, cfg.batch_size, cfg.eval_batch_size) == (
+    cfg = resolve(build_config(DiscoverConfig, ["preset=reference"]))
+    assert (cfg.encoder.name, cfg.model.name, cfg.evaluation.model.name) == ("resnet18",) * 3
+    assert (cfg.evaluation.recipe, cfg.data.split_seed) == ("reference", 42)
+    m = cfg.meta
+    assert (cfg.encoder.d, cfg.encoder.K, m.T, m.inner_lr, m.batch_size, m.eval_batch_size) == (
         32, 32, 50, 0.01, 512, 512)
-    assert (cfg.temperature, cfg.uniformity, cfg.heads_per_step, cfg.outer_lr) == (
-        5.0, 25.0, 1, 1e-3)
-    assert cfg.fixed_inits and cfg.fixed_eval_batch and cfg.as_kwargs == {}
+    assert (m.temperature, m.uniformity, m.heads_per_step, m.outer_lr) == (5.0, 25.0, 1, 1e-3)
+    assert m.fixed_inits and m.fixed_eval_batch and cfg.model.kwargs == {}
     digits = resolve(DiscoverConfig())
-    assert (digits.arch, digits.as_arch, digits.recipe, digits.split_seed) == (
-        "mlp", "mlp", "fast", 0)
-    mine = resolve(DiscoverConfig(preset="reference", arch="mlp", split_seed=3))
-    assert (mine.arch, mine.as_arch, mine.split_seed, mine.recipe) == ("mlp", "mlp", 3,
-                                                                       "reference")
+    assert (digits.encoder.name, digits.model.name, digits.evaluation.recipe) == (
+        "mlp", "mlp", "fast")
+    assert digits.data.split_seed == 0 and digits.model.kwargs == {"widths": [256, 64]}
+    mine = resolve(build_config(DiscoverConfig, ["preset=reference", "model=mlp",
+                                                 "data.split_seed=3"]))
+    assert (mine.encoder.name, mine.model.name, mine.data.split_seed) == ("mlp", "mlp", 3)
+    assert mine.evaluation.recipe == "reference"
 
 
 def test_discover_help_says_the_reference_preset_is_for_a_gpu(

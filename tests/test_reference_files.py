@@ -36,7 +36,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "shared" / "external" / "taskdisc
 TINY_NPY = ASSETS / "tasks" / "tiny_imagenet_binary_tasks.npy"
 PER_BATCH = 20  # images per batch file of the tiny torchvision folder
 FAST = ["model=mlp", "recipe.epochs=1", "progress=false"]  # taskspace agreement
-SPLIT_FAST = ["model=mlp", "epochs=1", "progress=false"]  # taskspace split-eval
+SPLIT_FAST = ["model=mlp", "recipe.epochs=1", "progress=false"]  # taskspace split-eval
 
 
 @pytest.fixture(autouse=True)
@@ -263,7 +263,7 @@ def test_cli_split_imports_reference_torch_file(tmp_path: Path, capsys) -> None:
     root = write_torchvision_cifar(tmp_path / "data")
     d = write_cifar_splits(tmp_path / "cifar_splits.torch")
     out = tmp_path / "split"
-    assert cli(["split", "data=cifar10", f"root={root}",
+    assert cli(["split", "data=cifar10", f"data.root={root}",
                 f"import_file={tmp_path / 'cifar_splits.torch'}", f"out={out}",
                 "progress=false"]) == 0, capsys.readouterr().err
     ds = load_dataset("cifar10", root)
@@ -287,7 +287,7 @@ def test_cli_split_imports_reference_torch_file(tmp_path: Path, capsys) -> None:
 
 
 def test_reference_torch_file_on_subset_drops_missing_images(tmp_path: Path) -> None:
-    from taskspace.splits.run import import_splits
+    from taskspace.splits import import_splits
 
     root = write_torchvision_cifar(tmp_path / "data")
     d = write_cifar_splits(tmp_path / "cifar_splits.torch")
@@ -305,7 +305,7 @@ def test_reference_torch_file_refused_on_imagefolder_tree(tmp_path: Path, capsys
     torch.save({0: [(torch.tensor([0, 1, 2]), torch.tensor([3, 4]))]},
                tmp_path / "cifar_splits.torch")
     out = tmp_path / "split"
-    assert cli(["split", "data=cifar10", f"root={root}",
+    assert cli(["split", "data=cifar10", f"data.root={root}",
                 f"import_file={tmp_path / 'cifar_splits.torch'}", f"out={out}"]) == 2
     err = one_error_line(capsys)
     assert "cifar_splits.torch indexes CIFAR's official training images" in err
@@ -316,20 +316,19 @@ def test_reference_torch_file_refused_on_imagefolder_tree(tmp_path: Path, capsys
 def test_imported_split_without_target_takes_targets_option(tmp_path: Path, capsys) -> None:
     """A pair file records no target: ``targets=11`` gives it one; several named targets
     are refused; the default leaves it to the class setting."""
-    from taskspace.splits.run import SplitConfig, build_splits
+    from taskspace.splits import SplitOptions, build_splits
 
     root = write_torchvision_cifar(tmp_path / "data")
     ds = load_dataset("cifar10", root)
     torch.save([torch.tensor([0, 1, 10_000, 20_005]), torch.tensor([2, 40_019])],
                tmp_path / "pair.torch")
-    common = {"data": "cifar10", "root": str(root), "import_file": str(tmp_path / "pair.torch"),
-              "random_baselines": False}
-    (s,) = build_splits(SplitConfig(**common, targets="11"), ds)[0]
+    common = {"import_file": str(tmp_path / "pair.torch"), "random_baselines": False}
+    (s,) = build_splits(SplitOptions(**common, targets="11"), ds)[0]
     assert s.train_idx.tolist() == [0, 1, 20, 45] and s.test_idx.tolist() == [2, 99]
     positive = torch.tensor(human_task_subset(10, 11))
     assert torch.equal(s.target_labels, torch.isin(ds.classes, positive).long())
     assert s.meta["target"] == "human-011" and auto_settings(s, 10) == ["2-way", "10-way"]
-    (plain,) = build_splits(SplitConfig(**common), ds)[0]
+    (plain,) = build_splits(SplitOptions(**common), ds)[0]
     assert plain.target_labels is None and auto_settings(plain, 10) == ["10-way"]
     with pytest.raises(TaskspaceError, match="records no target and targets=0,11"):
-        build_splits(SplitConfig(**common, targets="0,11"), ds)
+        build_splits(SplitOptions(**common, targets="0,11"), ds)

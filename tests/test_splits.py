@@ -14,6 +14,7 @@ from taskspace.cli import main as cli_main
 from taskspace.data import load_dataset
 from taskspace.engine import get_recipe
 from taskspace.errors import TaskspaceError
+from taskspace.report.split_pictures import choose_panels, split_picture
 from taskspace.splits import (
     Split,
     binary_split,
@@ -33,7 +34,6 @@ from taskspace.splits import (
     split_balance,
     with_random_baselines,
 )
-from taskspace.splits.pictures import choose_panels, split_picture
 from taskspace.tasks import TaskSet, human_tasks, save_tasks
 
 EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
@@ -334,13 +334,13 @@ def test_cli_split_and_eval_resume(tmp_path, capsys):
     assert len(list((out / "splits").glob("*.npz"))) == 4
     assert (out / "partitions" / "randnet-mlp-s0.csv").exists()
     ev = tmp_path / "eval"
-    args = ["split-eval", f"splits={out}", "steps=40", "widths=128,64", f"out={ev}",
-            "progress=false", "pictures=1", "splits_per_job=2"]
+    args = ["split-eval", f"splits={out}", "recipe.steps=40", "model.kwargs={widths: [128, 64]}",
+            f"out={ev}", "progress=false", "pictures=1", "launch.per_job=2"]
     assert cli_main(args) == 0
     first = (ev / "results.csv").read_text()
     assert "10-way" in first and len(first.strip().splitlines()) == 5
     assert (ev / "headline.png").exists() and (ev / "split-randnet-mlp-s0.png").exists()
-    (ev / "parts" / "chunk-0001.csv").unlink()
+    (ev / "parts" / "part-0001.csv").unlink()
     (ev / "results.csv").unlink()
     capsys.readouterr()
     assert cli_main(args) == 0

@@ -22,15 +22,15 @@ from taskspace.runs import LaunchOptions, run_sweep
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "agreement": ("taskspace.commands.agreement", "AgreementConfig",
                   "agreement score of human, random or table tasks"),
-    "demo": ("taskspace.demo", "DemoConfig",
+    "demo": ("taskspace.commands.demo", "DemoConfig",
              "the main job on digits: AS, task discovery, adversarial splits"),
-    "discover": ("taskspace.discovery.runner", "DiscoverConfig",
+    "discover": ("taskspace.commands.discover", "DiscoverConfig",
                  "task discovery: meta-train a task encoder, write the tasks it finds"),
     "pretrain": ("taskspace.commands.pretrain", "PretrainConfig",
                  "SimCLR backbone for regulated discovery (discover backbone=...)"),
-    "split": ("taskspace.splits.run", "SplitConfig",
+    "split": ("taskspace.commands.split", "SplitConfig",
               "adversarial train/test splits from discovered (or given) tasks"),
-    "split-eval": ("taskspace.splits.run", "SplitEvalConfig",
+    "split-eval": ("taskspace.commands.split_eval", "SplitEvalConfig",
                    "train on adversarial and random splits: the headline table"),
 }
 
@@ -58,8 +58,7 @@ def _command(name: str) -> tuple[Any, type]:
 def run_tokens(name: str, tokens: list[str]) -> int:
     """Build command ``name``'s config from ``tokens`` and run it (a sweep point's job)."""
     module, cls = _command(name)
-    fn = module.main_eval if name == "split-eval" else module.main
-    return int(fn(build_config(cls, tokens)) or 0)
+    return int(module.main(build_config(cls, tokens)) or 0)
 
 
 def _check_tokens(name: str) -> Any:

@@ -1,115 +1,131 @@
-"""Functional API of task discovery: :func:`discover_tasks`, :func:`compare_with_baselines`.
+"""Task discovery as library calls, with no run directory and no command line.
 
-``discover_tasks`` runs (or resumes) a discovery run and returns its task set; the demo
-calls ``compare_with_baselines`` to put discovered, human and random tasks side by side
-under one AS protocol (the paper's central plot).
+- :func:`train_encoder`: run (or resume from an optional checkpoint file) the
+  meta-training of a :class:`MetaTrainer` up to ``meta_steps``;
+- :func:`discovered_taskset`: the hard labels of every head of an encoder, with the sign
+  convention in the task set's meta;
+- :func:`discover_tasks`: both, from a dataset and a few options; works in a notebook.
+
+Sign convention: task ``k`` labels ``x`` with ``1[w_k . h(x) > 0]`` (``flip=True``
+inverts every label).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskspace.agreement.score import ROW_COLUMNS, agreement_score, summarize
-from taskspace.data import load_splits
-from taskspace.discovery.runner import DiscoverConfig, load_run_config, recipe_of, run_discover
-from taskspace.errors import TaskspaceError
-from taskspace.io import read_csv, write_csv
-from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks
+import torch
 
-__all__ = ["compare_with_baselines", "discover_tasks", "discovery_demo_rows"]
+from taskspace.data.dataset import ImageDataset
+from taskspace.discovery.artifacts import encoder_embeddings, hard_labels
+from taskspace.discovery.encoder import TaskEncoder
+from taskspace.discovery.inner import InnerLearners
+from taskspace.discovery.metatrain import MetaSettings, MetaTrainer
+from taskspace.progress import progress_bar
+from taskspace.tasks import TaskSet
+
+__all__ = ["Discovery", "discover_tasks", "discovered_taskset", "train_encoder"]
 
 
-def discover_tasks(out: str | Path | None = None, **options: Any) -> TaskSet:
-    """Run ``taskspace discover`` with ``options`` (any :class:`DiscoverConfig` field) and
-    return the discovered :class:`TaskSet` (labels over all images, kind ``discovered``).
+def train_encoder(trainer: MetaTrainer, meta_steps: int, *, checkpoint: str | Path | None = None,
+                  checkpoint_every: int = 10, stop_after: int | None = None,
+                  progress: bool = False,
+                  on_checkpoint: Callable[[MetaTrainer], None] | None = None) -> MetaTrainer:
+    """Meta-train until ``trainer.step == meta_steps`` (or ``stop_after`` more steps).
 
-    Example: ``discover_tasks("runs/d", data="digits", meta_steps=20, progress=False)``.
+    With ``checkpoint`` the trainer resumes from that file when it exists and saves it
+    every ``checkpoint_every`` steps and at the end (then ``on_checkpoint(trainer)`` runs,
+    e.g. to write the log), so a killed run continues exactly where it stopped.
     """
-    fields = {f.name for f in dataclasses.fields(DiscoverConfig)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise TaskspaceError(f"unknown discovery option(s) {', '.join(unknown)}")
-    cfg = DiscoverConfig(**options, out=None if out is None else str(out))
-    run_dir = run_discover(cfg)
-    path = run_dir / "tasks.npz"
-    if not path.exists():
-        raise TaskspaceError(f"discovery run {run_dir} has not finished (no tasks.npz)")
-    return load_tasks(path)
+    if checkpoint is not None and Path(checkpoint).exists():
+        trainer.load(checkpoint)
+        print(f"resuming meta-training at step {trainer.step}/{meta_steps}")
+    bar = progress_bar(meta_steps, "meta-steps", progress, initial=trainer.step)
+
+    def save() -> None:
+        if checkpoint is not None:
+            trainer.save(checkpoint)
+        if on_checkpoint is not None:
+            on_checkpoint(trainer)
+
+    done_here = 0
+    while trainer.step < meta_steps:
+        if stop_after is not None and done_here >= stop_after:
+            break
+        log = trainer.meta_step()
+        done_here += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(proxy_as=f"{log['proxy_as']:.3f}", loss=f"{log['loss']:.3f}")
+        if trainer.step % checkpoint_every == 0 or trainer.step == meta_steps:
+            save()
+    if bar is not None:
+        bar.close()
+    save()
+    return trainer
 
 
-def compare_with_baselines(run_dir: str | Path, num_tasks: int | None = None, *,
-                           pairs: int | None = None, progress: bool = False) -> list[dict]:
-    """AS of a run's discovered tasks vs ``num_tasks`` human and random tasks, one protocol.
+def discovered_taskset(enc: TaskEncoder, ds: ImageDataset, *, label_bn: str = "running",
+                       flip: bool = False, prefix: str = "discovered",
+                       meta: dict[str, Any] | None = None) -> tuple[TaskSet, torch.Tensor]:
+    """Hard labels of every head over all images (``[K, N]``) and the scores ``[N, K]``.
 
-    Uses the run's dataset, splits, learner (``as_arch``), recipe and seed. Writes
-    ``as_by_kind.csv`` (rows as :func:`agreement_score`), ``as_by_kind_summary.csv`` and
-    ``as_by_kind.png`` into the run directory and returns the summary rows (kind, split,
-    mean, std, count). Reuses the run's ``agreement.csv`` when the run was made with
-    ``baselines=true`` and ``num_baseline_tasks=num_tasks`` (then the untrained encoder's
-    heads appear too, as kind ``untrained``), else ``as_by_kind.csv`` when it exists.
+    ``meta`` is added to the task set's meta (what made the encoder: dataset, seeds, ...).
     """
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    rows_path = run_dir / "as_by_kind.csv"
-    found = load_tasks(run_dir / "tasks.npz")
-    n = num_tasks or len(found)
-    rows = _reusable_rows(run_dir, n, pairs)
-    if rows is None and rows_path.exists():
-        rows = read_csv(rows_path)
-    if rows is None:
-        from taskspace.agreement.run import dataset_of
-
-        ds = dataset_of(cfg)
-        ds.use_splits(load_splits(run_dir / "splits.npz"))
-        every = TaskSet.concat(
-            found,
-            human_tasks(ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed,
-                        include_original=False),
-            random_tasks(len(ds), n, seed=cfg.seed),
-        )
-        rows = agreement_score(ds, every, model=cfg.as_arch or cfg.arch,
-                               recipe=recipe_of(cfg), pairs=pairs or cfg.pairs,
-                               seed=cfg.seed, device=cfg.device, progress=progress,
-                               model_kwargs=cfg.eval_kwargs)
-    for r in rows:
-        r["agreement"] = float(r["agreement"])
-    write_csv(rows_path, rows, ROW_COLUMNS)
-    summary = summarize(rows)
-    write_csv(run_dir / "as_by_kind_summary.csv", summary, ["kind", "split", "mean", "std",
-                                                            "count"])
-    from taskspace.report.plots import plot_agreement_by_kind
-
-    plot_agreement_by_kind(rows, run_dir / "as_by_kind.png")
-    return summary
+    h = encoder_embeddings(enc, ds, label_bn)
+    scores = h @ enc.heads.float().cpu().t()
+    labels = hard_labels(scores, flip)
+    names = [f"{prefix}-{k:02d}" for k in range(enc.num_tasks)]
+    info = {
+        "sign": "label = 1[w_k . h(x) <= 0]" if flip else "label = 1[w_k . h(x) > 0]",
+        "flip": bool(flip), "d": enc.dim, "encoder_arch": enc.arch, "label_bn": label_bn,
+        **(meta or {}),
+        "tasks": {n: {"head": k} for k, n in enumerate(names)},
+    }
+    return TaskSet(labels, names, ["discovered"] * len(names), info), scores
 
 
-def _reusable_rows(run_dir: Path, n: int, pairs: int | None) -> list[dict] | None:
-    """The run's own ``agreement.csv`` when it already holds ``n`` human and ``n`` random
-    tasks (a run made with ``baselines=true``): same protocol, no retraining."""
-    path = run_dir / "agreement.csv"
-    if not path.exists():
-        return None
-    rows = read_csv(path)
-    cfg = load_run_config(run_dir)
-    if pairs not in (None, cfg.pairs):
-        return None
-    counts = {k: len({r["task"] for r in rows if r["kind"] == k}) for k in ("human", "random")}
-    if counts["human"] != n or counts["random"] != n:
-        return None
-    return rows
+@dataclass
+class Discovery:
+    """What :func:`discover_tasks` returns: the tasks, their scores, the encoder, the logs."""
+
+    tasks: TaskSet
+    scores: torch.Tensor
+    encoder: TaskEncoder
+    logs: list[dict] = field(default_factory=list)
 
 
-def discovery_demo_rows(out: str | Path = "runs/demo/discover", num_tasks: int = 16,
-                        progress: bool = True, **options: Any) -> list[dict]:
-    """What ``taskspace demo`` runs: discovery on digits (preset ``digits``), then AS by
-    kind (discovered vs human vs random). Returns the summary rows of
-    :func:`compare_with_baselines`; the figure is ``<out>/as_by_kind.png``."""
-    options.setdefault("data", "digits")
-    options.setdefault("baselines", True)
-    options.setdefault("num_baseline_tasks", num_tasks)
-    options.setdefault("K", num_tasks)
-    options.setdefault("d", max(num_tasks, 16))
-    discover_tasks(out, progress=progress, **options)
-    return compare_with_baselines(out, num_tasks=num_tasks, progress=progress)
+def discover_tasks(dataset: ImageDataset, *, model: str = "mlp",
+                   model_kwargs: dict | None = None, encoder: str | None = None,
+                   encoder_kwargs: dict | None = None, d: int = 16, K: int = 16,
+                   meta_steps: int = 40, settings: MetaSettings | None = None,
+                   label_bn: str = "running", flip: bool = False, seed: int = 0,
+                   head_seed: int = 0, device: str = "cpu", progress: bool = False,
+                   checkpoint: str | Path | None = None) -> Discovery:
+    """Meta-train a task encoder on ``dataset`` and return its ``K`` tasks.
+
+    ``model`` is the learner (the inner learners), ``encoder`` the encoder's backbone
+    (default: the learner's architecture, as in the reference). ``settings`` are the
+    meta-optimisation's (:class:`MetaSettings`; its ``seed`` is set to ``seed``).
+    Example: ``discover_tasks(load_dataset("digits"), model_kwargs={"widths": [256, 64]},
+    meta_steps=20).tasks``.
+    """
+    settings = settings or MetaSettings()
+    settings.seed = seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        enc = TaskEncoder(encoder or model, in_channels=dataset.channels,
+                          image_size=dataset.image_size, dim=d, num_tasks=K,
+                          head_seed=head_seed, model_kwargs=encoder_kwargs)
+    learners = InnerLearners(model, in_channels=dataset.channels,
+                             image_size=dataset.image_size, model_kwargs=model_kwargs)
+    trainer = MetaTrainer(enc, learners, dataset, settings, device=device)
+    train_encoder(trainer, meta_steps, checkpoint=checkpoint, progress=progress)
+    enc = trainer.enc.float().cpu()
+    tasks, scores = discovered_taskset(enc, dataset, label_bn=label_bn, flip=flip,
+                                       meta={"dataset": dataset.name, "seed": seed,
+                                             "head_seed": head_seed})
+    return Discovery(tasks, scores, enc, trainer.logs)

@@ -1,4 +1,5 @@
-"""What a discovery run shows: hard labels, task similarity, coverage and galleries.
+"""What a discovery run shows: hard labels, task similarity and coverage (pictures are drawn
+by :mod:`taskspace.report.plots`).
 
 - :func:`encoder_scores` / :func:`hard_labels`: task scores ``s [N, K]`` of every image and
   the hard labels ``1[s > 0]`` (``flip`` inverts them), with BatchNorm running statistics
@@ -8,24 +9,20 @@
   unrelated binary tasks, 1 for identical or complementary ones).
 - :func:`coverage`: how well a linear probe on the standardised embedding ``h`` predicts
   each human task (the reference's coverage monitor, or a faster full-batch probe).
-- :func:`plot_gallery`, :func:`plot_similarity`: pictures written atomically.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from taskspace.data.dataset import ImageDataset
 from taskspace.discovery.encoder import TaskEncoder
 from taskspace.errors import TaskspaceError
-from taskspace.io import atomic_write
 
 __all__ = ["COVERAGE_PROBES", "calibrate_bn", "coverage", "encoder_inputs", "encoder_scores",
-           "folded_similarity", "hard_labels", "mixed_order", "plot_gallery", "plot_similarity"]
+           "folded_similarity", "hard_labels", "mixed_order"]
 
 
 def encoder_inputs(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor) -> torch.Tensor:
@@ -170,61 +167,3 @@ def coverage(h: torch.Tensor, targets: torch.Tensor, train_idx: torch.Tensor,
     with torch.no_grad():
         pred = lin(z[eval_idx]) > 0
         return (pred.t().long() == targets[:, eval_idx]).float().mean(1)
-
-
-def _plt():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:  # noqa: ANN001
-    plt = _plt()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_similarity(sim: torch.Tensor, names: Sequence[str], path: str | Path) -> Path:
-    """Heatmap of the folded similarity matrix (range 0.5 - 1)."""
-    plt = _plt()
-    k = sim.shape[0]
-    fig, ax = plt.subplots(figsize=(2 + 0.3 * k, 1.6 + 0.3 * k))
-    im = ax.imshow(sim.numpy(), vmin=0.5, vmax=1.0, cmap="viridis")
-    ax.set_xticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
-    ax.set_yticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
-    off = sim[~torch.eye(k, dtype=torch.bool)]
-    ax.set_title(f"folded similarity (mean off-diagonal {float(off.mean()):.3f})"
-                 if k > 1 else "folded similarity", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_gallery(ds: ImageDataset, scores: torch.Tensor, idx: torch.Tensor, path: str | Path,
-                 *, title: str = "", n: int = 10) -> Path:
-    """Two rows: the ``n`` images of ``idx`` with the highest score (label 1, ``s > 0``) and
-    the ``n`` with the lowest (label 0), de-normalised from the stored uint8 pixels."""
-    plt = _plt()
-    order = torch.argsort(scores[idx], descending=True)
-    n = min(n, len(idx) // 2)
-    rows = [("label 1 (highest s)", idx[order[:n]]), ("label 0 (lowest s)", idx[order.flip(0)[:n]])]
-    fig, axes = plt.subplots(2, n, figsize=(0.9 * n, 2.3), squeeze=False)
-    for r, (label, ii) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            img = ds.images[ii[c]].float() / 255.0
-            if img.shape[0] == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.imshow(img.permute(1, 2, 0).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=6)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)

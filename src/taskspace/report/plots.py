@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from taskspace.data.dataset import ImageDataset
 from taskspace.io import atomic_write
 
 KIND_ORDER = ["discovered", "human", "original", "table", "attribute", "random"]
@@ -47,3 +50,81 @@ def plot_agreement_by_kind(rows: Sequence[dict], path: str | Path, split: str = 
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
     return Path(path)
+
+
+def _save(fig, path: str | Path) -> Path:  # noqa: ANN001
+    plt = _plt()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_similarity(sim: torch.Tensor, names: Sequence[str], path: str | Path) -> Path:
+    """Heatmap of the folded similarity matrix (range 0.5 - 1)."""
+    plt = _plt()
+    k = sim.shape[0]
+    fig, ax = plt.subplots(figsize=(2 + 0.3 * k, 1.6 + 0.3 * k))
+    im = ax.imshow(sim.numpy(), vmin=0.5, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
+    ax.set_yticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
+    off = sim[~torch.eye(k, dtype=torch.bool)]
+    ax.set_title(f"folded similarity (mean off-diagonal {float(off.mean()):.3f})"
+                 if k > 1 else "folded similarity", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_gallery(ds: ImageDataset, scores: torch.Tensor, idx: torch.Tensor, path: str | Path,
+                 *, title: str = "", n: int = 10) -> Path:
+    """Two rows: the ``n`` images of ``idx`` with the highest score (label 1, ``s > 0``) and
+    the ``n`` with the lowest (label 0), de-normalised from the stored uint8 pixels."""
+    plt = _plt()
+    order = torch.argsort(scores[idx], descending=True)
+    n = min(n, len(idx) // 2)
+    rows = [("label 1 (highest s)", idx[order[:n]]), ("label 0 (lowest s)", idx[order.flip(0)[:n]])]
+    fig, axes = plt.subplots(2, n, figsize=(0.9 * n, 2.3), squeeze=False)
+    for r, (label, ii) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            img = ds.images[ii[c]].float() / 255.0
+            if img.shape[0] == 1:
+                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img.permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=6)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_headline(summary: list[dict], path: Path, title: str = "") -> Path:
+    """Bars of mean test accuracy (± std) per setting, random vs adversarial."""
+    plt = _plt()
+    settings = list(dict.fromkeys(r["setting"] for r in summary))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(settings), 3.4))
+    width = 0.38
+    for j, (typ, color) in enumerate((("random", "#7a9cc6"), ("adversarial", "#d0605e"))):
+        xs, ms, ss = [], [], []
+        for i, st in enumerate(settings):
+            r = next((r for r in summary if r["setting"] == st and r["type"] == typ), None)
+            if r is not None:
+                xs.append(i + (j - 0.5) * width)
+                ms.append(float(r["mean"]))
+                ss.append(float(r["std"]))
+        ax.bar(xs, ms, width, yerr=ss, label=typ, color=color, capsize=3)
+        for x, m in zip(xs, ms):
+            ax.text(x, 0.03, f"{m:.2f}", ha="center", fontsize=8, color="white")
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("test-side accuracy")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return path

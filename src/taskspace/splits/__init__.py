@@ -8,7 +8,10 @@
   (:func:`load_reference_splits`, safe loading only), :func:`split_balance`;
 - evaluation: :func:`evaluate_splits` (one ``fit_many`` call for all splits),
   :func:`headline_table` and :func:`format_headline` (the paper's table);
-- pictures: :func:`split_picture` (train / test / mistakes grids, indexed by dataset index).
+- sources: :class:`SplitOptions` and :func:`build_splits` (targets, discovered tasks or
+  an imported file -> validated splits), :func:`write_splits` / :func:`read_splits`.
+
+Pictures of splits are drawn by :mod:`taskspace.report.split_pictures`.
 """
 
 from taskspace.splits.builders import (
@@ -45,6 +48,13 @@ from taskspace.splits.files import (
     save_split,
     split_balance,
 )
+from taskspace.splits.sources import (
+    SplitOptions,
+    build_splits,
+    import_splits,
+    read_splits,
+    write_splits,
+)
 
 __all__ = [
     "HEADLINE_COLUMNS",
@@ -52,8 +62,10 @@ __all__ = [
     "RESULT_COLUMNS",
     "SPLIT_KINDS",
     "Split",
+    "SplitOptions",
     "adversarial_splits",
     "binary_split",
+    "build_splits",
     "class_partition",
     "default_pool",
     "evaluate_splits",
@@ -61,6 +73,7 @@ __all__ = [
     "format_headline",
     "headline_table",
     "import_partition",
+    "import_splits",
     "load_reference_splits",
     "load_split",
     "lower_half_per_class",
@@ -69,10 +82,12 @@ __all__ = [
     "random_network_split",
     "random_split_like",
     "read_partition",
+    "read_splits",
     "reference_random_split",
     "resolve_pool",
     "save_split",
     "split_balance",
     "summarize_headline",
     "with_random_baselines",
+    "write_splits",
 ]

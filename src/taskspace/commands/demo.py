@@ -1,0 +1,147 @@
+"""``taskspace demo``: the main job on the built-in digits data, in three stages.
+
+1. ``agreement``: AS of human 5-vs-5 tasks vs random labellings with the reference MLP (a
+   learner agrees with itself on human labellings, not on random ones).
+2. ``discover``: task discovery on digits, then AS by kind under one protocol: discovered
+   vs human vs random (the paper's central plot, ``discover/as_by_kind.png``).
+3. ``split``: adversarial train/test splits from 4 reference targets x 4 discovered tasks,
+   trained on adversarial and on random splits of the same sizes: the headline table.
+
+Stages 1 and 2 write run directories under ``out`` and resume when rerun; ``stages=``
+selects stages (the split stage needs the discovery run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskspace.agreement.score import ROW_COLUMNS, agreement_score, summarize
+from taskspace.commands.agreement import AgreementConfig, format_summary
+from taskspace.commands.agreement import main as agreement_main
+from taskspace.commands.discover import DiscoverConfig, eval_recipe, run_discover
+from taskspace.config import apply_overrides, option
+from taskspace.data import load_dataset, load_splits
+from taskspace.data.config import load_data
+from taskspace.errors import TaskspaceError
+from taskspace.io import read_csv, write_csv
+from taskspace.report.plots import plot_agreement_by_kind
+from taskspace.runs import RunDir
+from taskspace.splits import format_headline, headline_table
+from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks
+from taskspace.tasks.builders import REFERENCE_TARGETS
+
+__all__ = ["DemoConfig", "compare_with_baselines", "main"]
+
+STAGES = ("agreement", "discover", "split")
+
+
+@dataclass
+class DemoConfig:
+    """Options of ``taskspace demo``."""
+
+    num_tasks: int = option(16, "human, random and discovered tasks each")
+    pairs: int = option(1, "pairs of models per task")
+    seed: int = option(0, "base seed")
+    stages: str = option("agreement,discover,split", "stages to run, comma-separated")
+    out: str = option("runs/demo", "folder of the stages' run directories")
+    progress: bool = option(True, "progress bars")
+
+
+def compare_with_baselines(run_dir: str | Path, num_tasks: int | None = None, *,
+                           pairs: int | None = None, progress: bool = False) -> list[dict]:
+    """AS of a discovery run's tasks vs ``num_tasks`` human and random tasks, one protocol.
+
+    Uses the run's dataset, splits, learner, recipe and seed. Writes ``as_by_kind.csv``,
+    ``as_by_kind_summary.csv`` and ``as_by_kind.png`` into the run directory and returns
+    the summary rows (kind, split, mean, std, count). Reuses the run's ``agreement.csv``
+    when it already holds ``num_tasks`` human and random tasks (a run made with
+    ``evaluation.baselines=true``; the untrained heads then appear too, as ``untrained``).
+    """
+    rd = RunDir(run_dir)
+    cfg: DiscoverConfig = rd.config(DiscoverConfig)
+    found = load_tasks(rd / "tasks.npz")
+    n = num_tasks or len(found)
+    rows = _reusable_rows(rd, n, pairs, cfg)
+    if rows is None and (rd / "as_by_kind.csv").exists():
+        rows = read_csv(rd / "as_by_kind.csv")
+    if rows is None:
+        ds = load_data(cfg.data, progress=progress)
+        ds.use_splits(load_splits(rd / "splits.npz"))
+        every = TaskSet.concat(
+            found,
+            human_tasks(ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed,
+                        include_original=False),
+            random_tasks(len(ds), n, seed=cfg.seed),
+        )
+        ev = cfg.evaluation
+        rows = agreement_score(ds, every, model=ev.model.name,  # type: ignore[arg-type]
+                               recipe=eval_recipe(cfg), pairs=pairs or ev.pairs,
+                               seed=cfg.seed, device=cfg.device, progress=progress,
+                               model_kwargs=ev.model.kwargs)
+    for r in rows:
+        r["agreement"] = float(r["agreement"])
+    write_csv(rd / "as_by_kind.csv", rows, ROW_COLUMNS)
+    summary = summarize(rows)
+    write_csv(rd / "as_by_kind_summary.csv", summary, ["kind", "split", "mean", "std", "count"])
+    plot_agreement_by_kind(rows, rd / "as_by_kind.png")
+    return summary
+
+
+def _reusable_rows(rd: RunDir, n: int, pairs: int | None,
+                   cfg: DiscoverConfig) -> list[dict] | None:
+    """The run's own ``agreement.csv`` when it already holds ``n`` human and ``n`` random
+    tasks: same protocol, no retraining."""
+    if not (rd / "agreement.csv").exists() or pairs not in (None, cfg.evaluation.pairs):
+        return None
+    rows = read_csv(rd / "agreement.csv")
+    counts = {k: len({r["task"] for r in rows if r["kind"] == k}) for k in ("human", "random")}
+    return rows if counts["human"] == n and counts["random"] == n else None
+
+
+def discovery_stage(out: str | Path, num_tasks: int, seed: int, progress: bool) -> list[dict]:
+    """Stage 2: discovery on digits (preset digits, ``num_tasks`` heads, baselines), then AS
+    by kind. Returns the summary rows of :func:`compare_with_baselines`."""
+    cfg = apply_overrides(DiscoverConfig(), {
+        "data.name": "digits", "evaluation.baselines": True,
+        "evaluation.num_baseline_tasks": num_tasks, "encoder.K": num_tasks,
+        "encoder.d": max(num_tasks, 16), "seed": seed, "out": str(out),
+        "progress": progress})
+    run_discover(cfg)
+    return compare_with_baselines(out, num_tasks=num_tasks, progress=progress)
+
+
+def main(cfg: DemoConfig) -> int:
+    stages = [s.strip() for s in cfg.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise TaskspaceError(f"unknown demo stage(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(STAGES)}")
+    if "agreement" in stages:
+        print("== 1. agreement score on digits: human 5-vs-5 tasks vs random labellings ==")
+        agreement_main(apply_overrides(AgreementConfig(), {
+            "data.name": "digits", "model.name": "mlp", "tasks": "human,random",
+            "num_tasks": cfg.num_tasks, "pairs": cfg.pairs, "seed": cfg.seed,
+            "out": f"{cfg.out}/agreement", "progress": cfg.progress}))
+    if "discover" in stages or "split" in stages:
+        print("\n== 2. task discovery on digits: discovered vs human vs random tasks ==")
+        summary = discovery_stage(f"{cfg.out}/discover", cfg.num_tasks, cfg.seed,
+                                  cfg.progress)
+        print(format_summary(summary))
+        print(f"run directory: {cfg.out}/discover (plot: as_by_kind.png)")
+    if "split" in stages:
+        split_stage(cfg)
+    return 0
+
+
+def split_stage(cfg: DemoConfig) -> None:
+    """Stage 3: 4 reference targets x 4 discovered tasks, adversarial vs random splits."""
+    print("\n== 3. adversarial splits on digits: 4 targets x 4 discovered tasks ==")
+    ds = load_dataset("digits", progress=False)
+    humans = human_tasks(ds.classes, ds.num_classes, include_original=False)
+    targets = humans.select(list(REFERENCE_TARGETS[:4]))
+    discovered = load_tasks(f"{cfg.out}/discover/tasks.npz")
+    found = discovered.select(list(range(min(4, len(discovered)))))
+    rows = headline_table(ds, targets, found, model="mlp", recipe="fast", seed=cfg.seed,
+                          progress=cfg.progress)
+    print(format_headline(rows))
