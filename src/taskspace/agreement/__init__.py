@@ -3,11 +3,10 @@
 from taskspace.agreement.score import (
     ROW_COLUMNS,
     agreement_score,
-    derive_seed,
     pair_seeds,
     proxy_agreement_score,
     summarize,
 )
 
-__all__ = ["ROW_COLUMNS", "agreement_score", "derive_seed", "pair_seeds",
+__all__ = ["ROW_COLUMNS", "agreement_score", "pair_seeds",
            "proxy_agreement_score", "summarize"]

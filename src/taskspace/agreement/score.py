@@ -15,19 +15,11 @@ import torch
 from taskspace.data.dataset import ImageDataset
 from taskspace.engine import Recipe, fit_many, get_recipe, predict_many
 from taskspace.errors import TaskspaceError
+from taskspace.seeding import Stream, derive_seed
 from taskspace.tasks import TaskSet
 
 #: Columns of one agreement row (one task, one pair, one evaluation split).
 ROW_COLUMNS = ["task", "kind", "task_index", "pair", "split", "agreement", "acc_a", "acc_b"]
-
-
-def derive_seed(*parts: int) -> int:
-    """A stable 31-bit seed from integers (task index, pair, role, base seed)."""
-    h = 0x9E3779B9
-    for p in parts:
-        h = (h * 0x01000193) ^ (int(p) & 0xFFFFFFFF)
-        h = (h ^ (h >> 15)) * 0x2C1B3C6D & 0xFFFFFFFFFFFF
-    return int(h % (2**31 - 1))
 
 
 def pair_seeds(
@@ -45,7 +37,7 @@ def pair_seeds(
             for member in (0, 1):
                 s = derive_seed(seed, t, p, member)
                 inits.append(s)
-                orders.append(derive_seed(seed, 7_919, p) if shared_order else s + 1)
+                orders.append(derive_seed(seed, Stream.PAIR_ORDER, p) if shared_order else s + 1)
     return inits, orders
 
 

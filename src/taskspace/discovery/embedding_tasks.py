@@ -13,8 +13,8 @@ They answer "is it the encoder or the trained heads?": the same embedding ``h`` 
   ``taskspace``'s sign convention (``flip`` inverts), i.e. ``1 - `` the ``K = 2`` sector
   label, whose class 0 is the reference's ``argmax [s, -s]`` side ``s > 0``.
 
-Seeds. Task ``i`` uses the Haar matrix of seed ``derive_seed(seed, 37, i)``, one per task as
-the reference's ``seed = task_idx``, but hashed: :func:`haar_orthogonal` with the raw seed 0
+Seeds. Task ``i`` uses the Haar matrix of seed ``derive_seed(seed, Stream.EMBEDDING_TASK,
+i)``, one per task as the reference's ``seed = task_idx``, but hashed: :func:`haar_orthogonal` with the raw seed 0
 is also the default head matrix (``head_seed=0``), and task ``i``'s hyperplane would then be
 a trained head. The matrices are drawn by QR (:func:`haar_orthogonal`), the reference's by
 numpy's Householder construction: same distribution, different numbers.
@@ -30,9 +30,9 @@ import math
 
 import torch
 
-from taskspace.agreement.score import derive_seed
 from taskspace.discovery.encoder import haar_orthogonal
 from taskspace.errors import TaskspaceError
+from taskspace.seeding import Stream, derive_seed
 from taskspace.tasks import TaskSet
 
 __all__ = ["embedding_baselines", "check_embedding_baselines", "kway_directions",
@@ -41,7 +41,7 @@ __all__ = ["embedding_baselines", "check_embedding_baselines", "kway_directions"
 
 def plane_seed(seed: int, task: int) -> int:
     """Seed of task ``task``'s Haar matrix (hashed, so never a head matrix's raw seed)."""
-    return derive_seed(seed, 37, task)
+    return derive_seed(seed, Stream.EMBEDDING_TASK, task)
 
 
 def kway_directions(d: int, num_classes: int, seed: int) -> torch.Tensor:

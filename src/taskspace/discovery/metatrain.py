@@ -30,7 +30,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from taskspace.agreement.score import derive_seed
 from taskspace.data.dataset import ImageDataset
 from taskspace.discovery.encoder import TaskEncoder, soft_labels
 from taskspace.discovery.inner import InnerLearners, symmetric_agreement_loss
@@ -38,6 +37,7 @@ from taskspace.discovery.uniformity import uniformity_loss
 from taskspace.engine.cpu import tune_malloc
 from taskspace.errors import TaskspaceError
 from taskspace.io import atomic_write
+from taskspace.seeding import Stream, derive_seed
 
 __all__ = ["MetaSettings", "MetaTrainer"]
 
@@ -125,7 +125,7 @@ class MetaTrainer:
         k = self.enc.num_tasks
         out = []
         for j in range(pos, pos + count):
-            perm = torch.randperm(k, generator=self._gen(11, j // k))
+            perm = torch.randperm(k, generator=self._gen(Stream.HEAD_ORDER, j // k))
             out.append(int(perm[j % k]))
         return out
 
@@ -136,7 +136,7 @@ class MetaTrainer:
 
     def _inner_batches(self, step: int) -> torch.Tensor:
         """``[T, B]`` image indices: consecutive batches of fresh permutations of train."""
-        g = self._gen(13, step)
+        g = self._gen(Stream.INNER_BATCHES, step)
         need = self.s.inner_steps * self.s.batch_size
         parts, n = [], 0
         while n < need:
@@ -152,19 +152,20 @@ class MetaTrainer:
         n = min(self.s.eval_batch_size, len(self.eval_idx))
         if self.s.fixed_eval_batch:  # the reference's first held-out batch, class-mixed
             return self.ds.first("heldout", n)
-        g = self._gen(17, step)
+        g = self._gen(Stream.EVAL_BATCH, step)
         return self.eval_idx[torch.randperm(len(self.eval_idx), generator=g)[:n]]
 
     def _inits(self, step: int, n_heads: int) -> tuple[dict, dict]:
         """Stacked initial (params, buffers) for ``n_heads`` pairs, ordered (head, A/B)."""
         if self.s.fixed_inits:
             if self._fixed_init is None:
-                seeds = [derive_seed(self.s.seed, 19, r) for r in (0, 1)]
+                seeds = [derive_seed(self.s.seed, Stream.FIXED_INITS, r) for r in (0, 1)]
                 self._fixed_init = self.learners.init(seeds, self.dtype, self.device)
             p, b = self._fixed_init
             rep = lambda v: v.repeat(n_heads, *[1] * (v.dim() - 1))  # noqa: E731
             return {k: rep(v) for k, v in p.items()}, {k: rep(v) for k, v in b.items()}
-        seeds = [derive_seed(self.s.seed, 23, step, h, r) for h in range(n_heads) for r in (0, 1)]
+        seeds = [derive_seed(self.s.seed, Stream.INITS, step, h, r)
+                 for h in range(n_heads) for r in (0, 1)]
         return self.learners.init(seeds, self.dtype, self.device)
 
     # ------------------------------------------------------------------ the objective

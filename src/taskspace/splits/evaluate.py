@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from taskspace.agreement.score import derive_seed
 from taskspace.data.dataset import ImageDataset
 from taskspace.engine import Recipe, fit_many, get_recipe, predict_many
 from taskspace.errors import TaskspaceError
+from taskspace.seeding import Stream, derive_seed
 from taskspace.splits.builders import (
     Split,
     adversarial_splits,
@@ -149,7 +149,7 @@ def evaluate_splits(
         masks.append(s.mask(n, "train"))
         code = 2 if setting == "2-way" else 1
         seeds.append(derive_seed(seed, ids[i], code))
-        orders.append(derive_seed(seed, ids[i], code, 17))
+        orders.append(derive_seed(seed, ids[i], code, Stream.SPLIT_ORDER))
     label_mat = torch.stack(labels).long()
     mask_mat = torch.stack(masks)
     num_outputs = max(dataset.num_classes, int(label_mat.max()) + 1)
@@ -277,7 +277,7 @@ def with_random_baselines(splits: Sequence[Split], seed: int = 0,
     if baseline == "reference":
         base = [reference_random_split(s, seed=seed) for s in splits]
     else:
-        base = [random_split_like(s, seed=derive_seed(seed, i, 31))
+        base = [random_split_like(s, seed=derive_seed(seed, i, Stream.RANDOM_SPLIT))
                 for i, s in enumerate(splits)]
     return [*splits, *base]
 
