@@ -16,8 +16,9 @@ They answer "is it the encoder or the trained heads?": the same embedding ``h`` 
 Seeds. Task ``i`` uses the Haar matrix of seed ``derive_seed(seed, Stream.EMBEDDING_TASK,
 i)``, one per task as the reference's ``seed = task_idx``, but hashed:
 :func:`haar_orthogonal` with the raw seed 0 is also the default head matrix
-(``head_seed=0``), and task ``i``'s hyperplane would then be a trained head. The matrices are drawn by QR (:func:`haar_orthogonal`), the reference's by
-numpy's Householder construction: same distribution, different numbers.
+(``head_seed=0``), and task ``i``'s hyperplane would then be a trained head. The matrices
+are drawn by QR (:func:`haar_orthogonal`), the reference's by numpy's Householder
+construction: same distribution, different numbers.
 
 Both return a :class:`TaskSet` of kind ``discovered`` (labellings by an encoder; there is
 no kind for random heads) with the variant (``emb-random`` or ``emb-<K>way``) in
