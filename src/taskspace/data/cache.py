@@ -19,8 +19,8 @@ changes the fast key, which triggers a full content hash (so a copied folder sti
 decoded payload without decoding again). The fast key trusts that a file whose size and
 ``mtime_ns`` did not change still has the same bytes, as ``make`` and ``rsync`` do.
 
-Files are written with ``torch.save`` (plain tensors, lists, strings, ints) to a temporary
-file and moved into place with ``os.replace``, and read back with
+Files are written with ``torch.save`` (plain tensors, lists, strings, ints) through
+:func:`taskspace.io.atomic_write` (a temporary file moved into place), and read back with
 ``torch.load(weights_only=True)``: nothing executable is ever unpickled. An unreadable or
 stale entry is ignored and rebuilt; a cache folder that cannot be written only costs speed.
 """
@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from taskspace.errors import TaskspaceError
+from taskspace.io import atomic_write
+from taskspace.progress import progress_bar
 
 __all__ = [
     "CACHE_ENV",
@@ -48,7 +49,7 @@ __all__ = [
     "cached_build",
     "content_hash",
     "fast_key",
-    "progress_bar",
+    "file_progress_bar",
 ]
 
 #: Environment variable naming the cache folder.
@@ -57,6 +58,8 @@ CACHE_ENV = "TASKSPACE_CACHE"
 CACHE_FORMAT = 1
 #: Files per hashing task (threads read files; reading releases the GIL).
 _HASH_CHUNK = 2048
+#: Trees with fewer files than this get no progress bar.
+_BAR_MIN_FILES = 500
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def _digest_chunk(root: Path, relpaths: Sequence[str]) -> list[bytes]:
 def content_hash(root: Path, relpaths: Sequence[str], salt: str, progress: bool = True) -> str:
     """SHA-256 over every relative path and the bytes of its file, in the given order."""
     chunks = [relpaths[i : i + _HASH_CHUNK] for i in range(0, len(relpaths), _HASH_CHUNK)]
-    bar = progress_bar(len(relpaths), f"hashing {root.name or root}", progress)
+    bar = file_progress_bar(len(relpaths), f"hashing {root.name or root}", progress)
     h = hashlib.sha256(f"taskspace-tree/{CACHE_FORMAT}/{salt}\0".encode())
     workers = max(1, min(8, (os.cpu_count() or 1) * 2, len(chunks)))
     with ThreadPoolExecutor(workers) as pool:
@@ -117,28 +120,9 @@ def content_hash(root: Path, relpaths: Sequence[str], salt: str, progress: bool 
     return h.hexdigest()
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def file_progress_bar(total: int, desc: str, enabled: bool) -> Any:
     """A tqdm bar on stderr for more than a few hundred files, else ``None``."""
-    if not enabled or total < 500:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is a dependency, but a bar is never worth a crash
-        return None
-    return tqdm(total=total, desc=desc, unit="img", leave=False, mininterval=0.5)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return progress_bar(total, desc, enabled and total >= _BAR_MIN_FILES, unit="img")
 
 
 def _read_payload(path: Path, chash: str) -> dict[str, Any] | None:
@@ -159,10 +143,16 @@ def _read_payload(path: Path, chash: str) -> dict[str, Any] | None:
     return payload
 
 
-def _try_write(what: str, path: Path, write: Callable[[Any], None]) -> None:
-    """Write a cache file; on failure warn once and go on (the cache only saves time)."""
+def _try_write(what: str, path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a cache file atomically; on failure warn once and go on (the cache only saves
+    time). ``write`` gets the temporary file opened for binary writing."""
+
+    def _write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            write(f)
+
     try:
-        _atomic_write(path, write)
+        atomic_write(path, _write)
     except OSError as e:
         warnings.warn(
             f"could not write the dataset cache ({what} {path}: {e.strerror or e}); "

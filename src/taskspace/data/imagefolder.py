@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from taskspace.data.cache import FileRecord, cached_build, progress_bar
+from taskspace.data.cache import FileRecord, cached_build, file_progress_bar
 from taskspace.data.dataset import ImageDataset
 from taskspace.data.splits import make_split_orders, official_splits
 from taskspace.errors import TaskspaceError
@@ -264,7 +264,7 @@ def decode_tree(listing: TreeListing, progress: bool = True) -> dict[str, Any]:
     gray = np.empty(n, dtype=bool)
     step = max(256, min(4096, math.ceil(n / 64)))
     starts = list(range(0, n, step))
-    bar = progress_bar(n, f"decoding {root.name or root}", progress)
+    bar = file_progress_bar(n, f"decoding {root.name or root}", progress)
 
     def store(start: int, result: tuple[np.ndarray, np.ndarray, str | None]) -> None:
         """Copy one decoded chunk into place, or raise the chunk's error."""

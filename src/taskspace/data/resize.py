@@ -7,6 +7,7 @@ tensor is computed once (bilinear with antialiasing, square output) and stored u
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from taskspace.data.cache import cache_dir
 from taskspace.data.dataset import ImageDataset
 from taskspace.errors import TaskspaceError
+from taskspace.io import atomic_write
 
 __all__ = ["resize_dataset"]
 
@@ -53,11 +55,6 @@ def resize_dataset(ds: ImageDataset, size: int, *, cache: bool = True) -> ImageD
     if images is None or images.shape != (len(ds), ds.channels, size, size):
         images = _resize(ds.images, size)
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                torch.save(images, tmp)
-                tmp.replace(path)
-            except OSError:
-                pass  # an unwritable cache only costs time
+            with contextlib.suppress(OSError):  # an unwritable cache only costs time
+                atomic_write(path, lambda p: torch.save(images, p))
     return dataclasses.replace(ds, images=images)

@@ -14,8 +14,6 @@ that is exactly the reference's 45k/5k CIFAR-10 split (first 45,000 positions tr
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from taskspace.errors import TaskspaceError
+from taskspace.io import atomic_write
 
 __all__ = [
     "load_splits",
@@ -166,16 +165,12 @@ def save_splits(path: str | Path, splits: Mapping[str, torch.Tensor]) -> Path:
     path = Path(path)
     checked = validate_splits(splits, source=f"splits for {path}")
     arrays = {name: idx.numpy() for name, idx in checked.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def _write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a path
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, _write)
 
 
 def load_splits(path: str | Path, n: int | None = None) -> dict[str, torch.Tensor]:
