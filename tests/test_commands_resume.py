@@ -79,6 +79,38 @@ def test_pretrain_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     assert (whole / "log.csv").read_text() == (cut / "log.csv").read_text()
 
 
+SPLIT = ["split", "discovered=human", "targets=0,11,18", "num_discovered=3", "progress=false"]
+SPLIT_EVAL = ["split-eval", "recipe.steps=30", "model.kwargs={widths: [32]}",
+              "launch.per_job=3", "pictures=0", "progress=false"]
+
+
+def test_split_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert taskspace(*SPLIT, f"out={whole}").returncode == 0
+    killed_when(cut / "config.yaml", *SPLIT, f"out={cut}")
+    assert not (cut / "done.json").exists()
+    assert taskspace(*SPLIT, f"out={cut}").returncode == 0
+    assert (whole / "splits.csv").read_text() == (cut / "splits.csv").read_text()
+    for f in sorted((whole / "splits").glob("*.npz")):
+        assert f.read_bytes() == (cut / "splits" / f.name).read_bytes(), f.name
+
+
+def test_split_eval_killed_rerun_and_local_launch_equal_uninterrupted(tmp_path: Path) -> None:
+    splits = tmp_path / "splits"
+    assert taskspace(*SPLIT, f"out={splits}").returncode == 0
+    whole, cut, local = tmp_path / "whole", tmp_path / "cut", tmp_path / "local"
+    args = [*SPLIT_EVAL, f"splits={splits}"]
+    assert taskspace(*args, f"out={whole}").returncode == 0
+    killed_when(cut / "parts" / "part-0000.csv", *args, f"out={cut}")
+    assert not (cut / "results.csv").exists()
+    rerun = taskspace(*args, f"out={cut}")
+    assert rerun.returncode == 0 and "chunks already finished" in rerun.stdout
+    assert (whole / "results.csv").read_text() == (cut / "results.csv").read_text()
+    assert taskspace(*args, "launch=local", f"out={local}").returncode == 0
+    assert (whole / "results.csv").read_text() == (local / "results.csv").read_text()
+    assert list((local / "jobs").glob("*_log.out")), "no local job ran"
+
+
 SWEEP = ["agreement", "-m", "recipe.lr=1e-3,2e-3,3e-3", "seed=0,1,2", "num_tasks=1",
          "recipe.steps=10", "model.kwargs={widths: [16]}", "progress=false"]
 
@@ -107,8 +139,12 @@ def test_sweep_with_a_bad_point_fails_before_running_anything(tmp_path: Path) ->
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("command", ["agreement", "discover", "pretrain", "split",
-                                     "split-eval", "demo"])
-def test_every_command_has_help(command: str) -> None:
-    done = taskspace(command, "--help")
-    assert done.returncode == 0 and "options (key=default)" in done.stdout
+def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
+    from taskspace.cli import COMMANDS
+    from taskspace.cli import main as cli
+
+    assert set(COMMANDS) == {"agreement", "discover", "pretrain", "split", "split-eval", "demo"}
+    for command in COMMANDS:
+        assert cli([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "options (key=default)" in out and "out=None" in out or command == "demo"
