@@ -7,6 +7,8 @@ is installed. Every model is a :class:`Classifier` with ``features``, ``feature_
 """
 
 from taskspace.models import convnet, mlp, resnet, vit  # noqa: F401  (register the models)
-from taskspace.models.registry import Classifier, create_model, list_models, register_model
+from taskspace.models.classifier import Classifier
+from taskspace.models.factory import create_model
+from taskspace.models.registry import list_models, register_model
 
 __all__ = ["Classifier", "create_model", "list_models", "register_model"]

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskspace.errors import TaskspaceError
-from taskspace.models.registry import Classifier, check_widths, register_model
+from taskspace.models.classifier import Classifier, check_widths
+from taskspace.models.registry import register_model
 
 __all__ = ["DEFAULT_CONVNET_WIDTHS", "ConvNetBackbone", "convnet"]
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from taskspace.models.registry import Classifier, check_widths, register_model
+from taskspace.models.classifier import Classifier, check_widths
+from taskspace.models.registry import register_model
 
 __all__ = ["DEFAULT_MLP_WIDTHS", "build_mlp_backbone", "mlp"]
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from taskspace.models.registry import Classifier, check_positive_int, register_model
+from taskspace.models.classifier import Classifier, check_positive_int
+from taskspace.models.registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNetBackbone", "resnet18", "resnet50"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from taskspace.errors import TaskspaceError
-from taskspace.models.registry import Classifier
+from taskspace.models.classifier import Classifier
 
 __all__ = ["create_torchvision_model"]
 

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from taskspace.errors import TaskspaceError
-from taskspace.models.registry import Classifier, check_positive_int, register_model
+from taskspace.models.classifier import Classifier, check_positive_int
+from taskspace.models.registry import register_model
 
 __all__ = ["TokenBatchNorm", "ViTBackbone", "vit4"]
 
