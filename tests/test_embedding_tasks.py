@@ -94,20 +94,23 @@ def test_bad_embedding_baselines_raise(h_digits):
 
 
 def test_discover_scores_embedding_baselines(tmp_path, capsys):
-    """``emb_baselines=2 emb_classes=3``: two 3-way sector tasks on the trained encoder in
-    ``agreement.csv`` under their own kind; a bad option fails before any output."""
+    """``evaluation.emb_baselines=2 evaluation.emb_classes=3``: two 3-way sector tasks on the
+    trained encoder in ``agreement.csv`` under their own kind; a bad option fails before any
+    output."""
+    args = ["discover", "encoder.K=2", "encoder.d=2", "meta.T=2", "meta.batch_size=16",
+            "meta.eval_batch_size=16", "meta.heads_per_step=2", "meta.meta_steps=1",
+            "progress=false", "encoder.kwargs={widths: [16]}", "model.kwargs={widths: [8]}",
+            "evaluation.epochs=1", "evaluation.model.kwargs={widths: [8]}",
+            "evaluation.gallery_size=2"]
     run = tmp_path / "run"
-    args = ["discover", f"out={run}", "K=2", "d=2", "T=2", "batch_size=16",
-            "eval_batch_size=16", "heads_per_step=2", "progress=false", "meta_steps=1",
-            "model_kwargs={widths: [16]}", "as_kwargs={widths: [8]}", "as_epochs=1",
-            "eval_kwargs={widths: [8]}", "gallery_size=2"]
-    assert cli_main([*args, "emb_baselines=2", "emb_classes=3"]) == 0
+    assert cli_main([*args, f"out={run}", "evaluation.emb_baselines=2",
+                     "evaluation.emb_classes=3"]) == 0
     rows = read_csv(run / "agreement.csv")
     kinds = {r["task"]: r["kind"] for r in rows}
     assert kinds["emb-3way-00"] == kinds["emb-3way-01"] == "emb-3way"
     assert kinds["discovered-00"] == "discovered" and kinds["untrained-00"] == "untrained"
     assert all(0.0 <= float(r["agreement"]) <= 1.0 for r in rows)
-    assert cli_main([*args[:1], f"out={tmp_path / 'bad'}", *args[2:], "emb_classes=1",
-                     "emb_baselines=1"]) == 2
+    assert cli_main([*args, f"out={tmp_path / 'bad'}", "evaluation.emb_classes=1",
+                     "evaluation.emb_baselines=1"]) == 2
     assert "2 classes" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
