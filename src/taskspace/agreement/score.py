@@ -16,7 +16,7 @@ from taskspace.data.dataset import ImageDataset
 from taskspace.engine import Recipe, fit_many, get_recipe, predict_many
 from taskspace.errors import TaskspaceError
 from taskspace.seeding import Stream, derive_seed
-from taskspace.tasks import TaskSet
+from taskspace.tasks import TaskSet, validate_tasks
 
 #: Columns of one agreement row (one task, one pair, one evaluation split).
 ROW_COLUMNS = ["task", "kind", "task_index", "pair", "split", "agreement", "acc_a", "acc_b"]
@@ -82,8 +82,6 @@ def agreement_score(
         raise TaskspaceError(f"pairs must be >= 1, got {pairs}")
     recipe = get_recipe(recipe)
     train_idx = dataset.split("train") if train_idx is None else train_idx
-    from taskspace.tasks import validate_tasks
-
     validate_tasks(tasks, dataset)
     task_ids = list(range(len(tasks))) if task_ids is None else list(task_ids)
     if eval_idx is None:

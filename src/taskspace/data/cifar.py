@@ -25,6 +25,7 @@ CIFAR-10 statistics for ``cifar10``; for ``cifar100``, computed over the officia
 
 from __future__ import annotations
 
+import _codecs
 import pickle
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,6 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     """The only callables a CIFAR batch pickle may name: numpy's array rebuilders."""
     reconstruct = np.empty(0).__reduce__()[0]
     scalar = np.float64(0).__reduce__()[0]
-    import _codecs
-
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,

@@ -33,6 +33,8 @@ def load_digits(*, split_seed: int = 0, heldout: int | float | None = None) -> I
         heldout: held-out count or fraction of all 1,797 images (default 297); the test
             split stays 300 images and train takes the rest.
     """
+    # Imported on use, not at the top: scikit-learn (and SciPy under it) would slow down the
+    # start of every command, and only the digits data needs it.
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError:  # a declared dependency; say so instead of a traceback

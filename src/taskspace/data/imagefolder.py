@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from taskspace.data.cache import FileRecord, cached_build, file_progress_bar
 from taskspace.data.dataset import ImageDataset
@@ -197,8 +198,6 @@ def _decode_chunk(
     Runs in worker processes, so it returns errors instead of raising them: the first
     problem of the chunk as a one-line message (``None`` when all decoded).
     """
-    from PIL import Image
-
     width, height = size
     out = np.zeros((len(relpaths), height, width, 3), dtype=np.uint8)
     gray = np.zeros(len(relpaths), dtype=bool)
@@ -227,8 +226,6 @@ def _decode_chunk(
 
 def _first_size(root: Path, rel: str) -> tuple[int, int]:
     """Size of the first image (header only), which all the others must match."""
-    from PIL import Image
-
     try:
         with Image.open(root / rel) as im:
             return im.size

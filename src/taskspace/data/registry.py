@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from taskspace.data.cifar import load_cifar
 from taskspace.data.dataset import ImageDataset
+from taskspace.data.digits import load_digits
+from taskspace.data.imagefolder import load_imagefolder
 from taskspace.errors import TaskspaceError
 
 __all__ = ["DATASET_NAMES", "load_dataset"]
@@ -65,18 +68,12 @@ def load_dataset(
                 "digits has no official test set (split 1200/297/300 by split_seed); drop "
                 "train_size/test_size and use heldout=... to size the held-out set"
             )
-        from taskspace.data.digits import load_digits
-
         return load_digits(split_seed=split_seed, heldout=heldout)
     if key in ("cifar10", "cifar100"):
-        from taskspace.data.cifar import load_cifar
-
         return load_cifar(
             key, root, split_seed=split_seed, heldout=heldout, train_size=train_size,
             test_size=test_size, cache=cache, progress=progress,
         )  # fmt: skip
-    from taskspace.data.imagefolder import load_imagefolder
-
     return load_imagefolder(
         root, split_seed=split_seed, heldout=heldout, train_size=train_size,
         test_size=test_size, cache=cache, progress=progress,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from taskspace.errors import TaskspaceError
@@ -58,8 +59,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         raise TaskspaceError(f"backbone checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from taskspace.data.dataset import ImageDataset
+from taskspace.engine import fit_many
 from taskspace.errors import TaskspaceError
+from taskspace.models import create_model
 from taskspace.tasks import TaskSet
 
 #: Split kinds: the three adversarial builders, imported files, and random baselines.
@@ -248,6 +250,7 @@ def multiclass_split(
 def class_partition(num_classes: int, seed: int) -> list[int]:
     """The reference's random class partition: the first part of sklearn's
     ``train_test_split(arange(C), train_size=C // 2, random_state=seed)``, sorted."""
+    # On use, not at the top: scikit-learn would slow down the start of every command.
     from sklearn.model_selection import train_test_split
 
     if num_classes < 2:
@@ -273,8 +276,6 @@ def random_network_logits(
     ``torch.manual_seed(seed)`` then ``create_model(model, 1, ...)``, eval mode, no grad
     (as the reference's ResNet-50 with ``fc`` replaced by ``Linear(2048 -> 1)``).
     """
-    from taskspace.models import create_model
-
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(int(seed))
@@ -405,8 +406,6 @@ def feature_sign_tasks(
     the output of task discovery, and are named ``standin-NN`` with their own kind
     ``standin`` (neither ``random`` nor ``discovered``, so tables never mix them up).
     """
-    from taskspace.engine import fit_many
-
     if count < 1:
         raise TaskspaceError(f"need at least one stand-in task, got {count}")
     ens = fit_many(model, dataset, dataset.classes[None], recipe, [int(seed)],

@@ -28,6 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+try:
+    from numpy import dtypes as np_dtypes
+except ImportError:  # numpy < 1.25 has no numpy.dtypes (and no DType classes to allow)
+    np_dtypes = None
+
 from taskspace.data.dataset import ImageDataset
 from taskspace.errors import TaskspaceError
 from taskspace.io import atomic_write
@@ -194,8 +199,6 @@ def import_partition(
 # ----------------------------------------------------------------------------- reference .torch
 def _numpy_safe_globals() -> list[Any]:
     """numpy's array-rebuild functions and dtype classes, under old and new module names."""
-    from numpy import dtypes
-
     core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
     reconstruct = core.multiarray._reconstruct
     allowed: list[Any] = [np.ndarray, np.dtype, reconstruct,
@@ -203,8 +206,8 @@ def _numpy_safe_globals() -> list[Any]:
                           (reconstruct, "numpy._core.multiarray._reconstruct")]
     for name in ("Int64DType", "Int32DType", "Int16DType", "Int8DType", "UInt8DType",
                  "UInt16DType", "UInt32DType", "UInt64DType", "BoolDType"):
-        if hasattr(dtypes, name):
-            allowed.append(getattr(dtypes, name))
+        if hasattr(np_dtypes, name):
+            allowed.append(getattr(np_dtypes, name))
     return allowed
 
 
