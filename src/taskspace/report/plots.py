@@ -9,22 +9,14 @@ import torch
 
 from taskspace.data.dataset import ImageDataset
 from taskspace.io import atomic_write
+from taskspace.report.mpl import pyplot
 
 KIND_ORDER = ["discovered", "human", "original", "table", "attribute", "random"]
 
 
-def _plt():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_agreement_by_kind(rows: Sequence[dict], path: str | Path, split: str = "heldout") -> Path:
     """AS of every task (mean over pairs), one column of points and a box per task kind."""
-    plt = _plt()
+    plt = pyplot()
     per_task: dict[tuple[str, int], list[float]] = {}
     splits = {r["split"] for r in rows}
     if split not in splits and splits:
@@ -53,7 +45,7 @@ def plot_agreement_by_kind(rows: Sequence[dict], path: str | Path, split: str = 
 
 
 def _save(fig, path: str | Path) -> Path:  # noqa: ANN001
-    plt = _plt()
+    plt = pyplot()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
     return Path(path)
@@ -61,7 +53,7 @@ def _save(fig, path: str | Path) -> Path:  # noqa: ANN001
 
 def plot_similarity(sim: torch.Tensor, names: Sequence[str], path: str | Path) -> Path:
     """Heatmap of the folded similarity matrix (range 0.5 - 1)."""
-    plt = _plt()
+    plt = pyplot()
     k = sim.shape[0]
     fig, ax = plt.subplots(figsize=(2 + 0.3 * k, 1.6 + 0.3 * k))
     im = ax.imshow(sim.numpy(), vmin=0.5, vmax=1.0, cmap="viridis")
@@ -79,7 +71,7 @@ def plot_gallery(ds: ImageDataset, scores: torch.Tensor, idx: torch.Tensor, path
                  *, title: str = "", n: int = 10) -> Path:
     """Two rows: the ``n`` images of ``idx`` with the highest score (label 1, ``s > 0``) and
     the ``n`` with the lowest (label 0), de-normalised from the stored uint8 pixels."""
-    plt = _plt()
+    plt = pyplot()
     order = torch.argsort(scores[idx], descending=True)
     n = min(n, len(idx) // 2)
     rows = [("label 1 (highest s)", idx[order[:n]]), ("label 0 (lowest s)", idx[order.flip(0)[:n]])]
@@ -103,7 +95,7 @@ def plot_gallery(ds: ImageDataset, scores: torch.Tensor, idx: torch.Tensor, path
 
 def plot_headline(summary: list[dict], path: Path, title: str = "") -> Path:
     """Bars of mean test accuracy (± std) per setting, random vs adversarial."""
-    plt = _plt()
+    plt = pyplot()
     settings = list(dict.fromkeys(r["setting"] for r in summary))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(settings), 3.4))
     width = 0.38

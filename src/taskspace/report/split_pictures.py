@@ -22,6 +22,7 @@ import torch
 
 from taskspace.data.dataset import ImageDataset
 from taskspace.io import atomic_write
+from taskspace.report.mpl import pyplot
 from taskspace.splits.builders import Split
 
 
@@ -84,9 +85,7 @@ def split_picture(
     mistake panels, the other label) of the very image drawn, all looked up by its dataset
     index.
     """
-    from taskspace.report.plots import _plt
-
-    plt = _plt()
+    plt = pyplot()
     panels = choose_panels(dataset, split, predictions, per_class=per_class, seed=seed)
     sections = ["train", "test"] + (["mistakes"] if predictions is not None else [])
     order = class_order(split, dataset.num_classes)
