@@ -10,14 +10,14 @@ classes, class names, ids, ...) in a user cache folder, never inside the data fo
 
 Keys. The payload file is named by a **content hash**: SHA-256 over every file's relative
 path and a BLAKE2b digest of its bytes (plus a ``salt`` naming the decoder version), so the
-same images give the same entry wherever they live. Reading and hashing every byte costs
-0.6 s (page cache warm) to 4 s (cold disk) on CIFAR-10's 60,000 files, too slow for every
-load, so lookups go through a **fast key** first: a hash over the resolved root, the sorted
-relative paths, and each file's size and ``mtime_ns``. ``index/<fast key>`` holds the content
-hash. A load whose fast key is known skips hashing; a changed, added, removed or touched file
-changes the fast key, which triggers a full content hash (so a copied folder still finds its
-decoded payload without decoding again). The fast key trusts that a file whose size and
-``mtime_ns`` did not change still has the same bytes, as ``make`` and ``rsync`` do.
+same images give the same entry wherever they live. Reading and hashing every byte is too
+slow for every load (timings: see the README's benchmark table), so lookups go through a
+**fast key** first: a hash over the resolved root, the sorted relative paths, and each
+file's size and ``mtime_ns``. ``index/<fast key>`` holds the content hash. A load whose fast
+key is known skips hashing; a changed, added, removed or touched file changes the fast key,
+which triggers a full content hash (so a copied folder still finds its decoded payload
+without decoding again). The fast key trusts that a file whose size and ``mtime_ns`` did not
+change still has the same bytes, as ``make`` and ``rsync`` do.
 
 Files are written with ``torch.save`` (plain tensors, lists, strings, ints) through
 :func:`taskspace.io.atomic_write` (a temporary file moved into place), and read back with

@@ -211,9 +211,9 @@ class MetaTrainer:
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """``h`` of one inner batch. With ``use_checkpoint`` the encoder's activations are
-        not kept for the meta-backward but recomputed there (with T=50 CIFAR ResNet-18
-        encoders they grew memory by ~2.4 GB per inner step); the recomputation leaves the
-        BatchNorm running statistics as the first pass left them."""
+        not kept for the meta-backward but recomputed there (kept, they grow memory with
+        every inner step; figures: see the README's benchmark table); the recomputation
+        leaves the BatchNorm running statistics as the first pass left them."""
         if not self.s.use_checkpoint:
             return self.enc.embed(x)
         passes = [0]
