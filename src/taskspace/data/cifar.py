@@ -136,7 +136,9 @@ def _find_batches(root: Path, name: str) -> Path | None:
 def _load_batches(folder: Path, name: str) -> ImageTree:
     """Read the python batches of ``folder`` in torchvision order (train, then test)."""
     _, train_files, test_file, meta_file, label_key, names_key, n_classes = _FORMATS[name]
-    images, labels, ids = [], [], []
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    ids: list[str] = []
     for fname in [*train_files, test_file]:
         data, lab = _batch_arrays(folder / fname, label_key)
         images.append(data)
@@ -201,7 +203,9 @@ def load_cifar(
             "or train/<class>/ and test/<class>/ image folders"
         )
     layout = "torchvision" if batches is not None else "imagefolder"
-    stats = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else None
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = (
+        (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else None
+    )
     if stats is None:
         stats = channel_stats(tree.images[: tree.part_sizes[0]])
     return tree_dataset(

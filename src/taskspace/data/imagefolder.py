@@ -337,7 +337,9 @@ def load_tree(root: Path, *, cache: bool = True, progress: bool = True) -> Image
     )
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
+def channel_stats(
+    images: torch.Tensor, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of ``uint8 [N, C, H, W]`` images, in ``[0, 1]``.
 
     Accumulates float64 sums over chunks, so 50,000 CIFAR images need no 1 GB float copy.

@@ -17,6 +17,7 @@ import math
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,7 +125,7 @@ def validate_splits(
     if not splits:
         raise TaskspaceError(f"{source}: no splits")
     out: dict[str, torch.Tensor] = {}
-    owner = {}
+    owner: dict[str, np.ndarray] = {}
     for name, idx in splits.items():
         if not isinstance(name, str) or not name:
             raise TaskspaceError(f"{source}: split names must be non-empty strings, got {name!r}")
@@ -164,7 +165,7 @@ def save_splits(path: str | Path, splits: Mapping[str, torch.Tensor]) -> Path:
     """
     path = Path(path)
     checked = validate_splits(splits, source=f"splits for {path}")
-    arrays = {name: idx.numpy() for name, idx in checked.items()}
+    arrays: dict[str, Any] = {name: idx.numpy() for name, idx in checked.items()}
 
     def _write(tmp: Path) -> None:
         with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a path

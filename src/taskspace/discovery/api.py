@@ -33,7 +33,7 @@ __all__ = ["Discovery", "discover_tasks", "discovered_taskset", "train_encoder"]
 def train_encoder(trainer: MetaTrainer, meta_steps: int, *, checkpoint: str | Path | None = None,
                   checkpoint_every: int = 10, stop_after: int | None = None,
                   progress: bool = False,
-                  on_checkpoint: Callable[[MetaTrainer], None] | None = None) -> MetaTrainer:
+                  on_checkpoint: Callable[[MetaTrainer], object] | None = None) -> MetaTrainer:
     """Meta-train until ``trainer.step == meta_steps`` (or ``stop_after`` more steps).
 
     With ``checkpoint`` the trainer resumes from that file when it exists and saves it

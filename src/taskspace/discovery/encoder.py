@@ -102,6 +102,8 @@ class TaskEncoder(nn.Module):
         model_kwargs: architecture overrides for the backbone.
     """
 
+    heads: torch.Tensor  # a buffer: ``W [K, d]``
+
     def __init__(
         self,
         arch: str,

@@ -238,7 +238,7 @@ class _FirstOrderStep(torch.autograd.Function):
                                              shared=ctx.shared)
 
                 primals = tuple(w.detach() for w in flat)
-                _, slope = torch.func.jvp(inner_loss, primals, tangents)  # v . g(w_t, q)
+                slope = torch.func.jvp(inner_loss, primals, tangents)[1]  # v . g(w_t, q)
                 (grad,) = torch.autograd.grad(slope, q_)
             grad_q = -ctx.lr * grad
         return (None, None, None, None, None, None, grad_q, *grad_w)

@@ -281,7 +281,8 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
     batch counter restored): for a checkpoint's recomputation of a forward pass."""
     saved = []
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+        if (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                and m.num_batches_tracked is not None):
             saved.append((m, m.momentum, m.num_batches_tracked.clone()))
             m.momentum = 0.0
     try:
@@ -289,4 +290,5 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum, count in saved:
             m.momentum = momentum
-            m.num_batches_tracked.copy_(count)
+            if m.num_batches_tracked is not None:
+                m.num_batches_tracked.copy_(count)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from torch import nn
-
 from taskspace.errors import TaskspaceError
-from taskspace.models.classifier import check_positive_int
+from taskspace.models.classifier import Classifier, check_positive_int
 from taskspace.models.registry import ModelFactory, get_factory, list_models
 from taskspace.models.torchvision_models import create_torchvision_model
 
@@ -49,7 +47,7 @@ def create_model(
     in_channels: int = 3,
     image_size: int = 32,
     **overrides: Any,
-) -> nn.Module:
+) -> Classifier:
     """Build model ``name`` for ``[B, in_channels, image_size, image_size]`` float inputs.
 
     Args:
@@ -61,8 +59,8 @@ def create_model(
         overrides: architecture options of that model (``widths=``, ``width=``, ``dim=``...).
 
     Returns:
-        A module with ``forward(x) -> [B, num_outputs]``, ``features(x) -> [B, feature_dim]``,
-        ``feature_dim`` and ``head`` (the final ``nn.Linear``).
+        A :class:`Classifier`: ``forward(x) -> [B, num_outputs]``, ``features(x) ->
+        [B, feature_dim]``, ``feature_dim`` and ``head`` (the final ``nn.Linear``).
 
     Raises:
         TaskspaceError: unknown name, unknown option or invalid size.

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from torch import nn
+from taskspace.models.classifier import Classifier
 
 __all__ = ["ModelFactory", "get_factory", "list_models", "register_model"]
 
-ModelFactory = Callable[..., nn.Module]
+ModelFactory = Callable[..., Classifier]
 """``factory(num_outputs, *, in_channels, image_size, **overrides) -> Classifier``."""
 
 _F = TypeVar("_F", bound=ModelFactory)
@@ -25,8 +25,7 @@ def register_model(name: str) -> Callable[[_F], _F]:
     """Decorator adding a factory to the registry under ``name`` (lower case, no ``:``).
 
     The factory is called as ``factory(num_outputs, in_channels=..., image_size=...,
-    **overrides)`` and must return a :class:`~taskspace.models.classifier.Classifier` (or a
-    module with the same ``features``/``head``/``feature_dim`` interface).
+    **overrides)`` and must return a :class:`~taskspace.models.classifier.Classifier`.
     """
     key = name.strip().lower()
     if not key or ":" in key:

@@ -29,7 +29,7 @@ class TokenBatchNorm(nn.BatchNorm1d):
     #: tells the engine's vmap-friendly BatchNorm how to lay the input out
     reduction_layout = "tokens"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise every token's ``D`` channels with statistics pooled over ``B * N``."""
         return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 

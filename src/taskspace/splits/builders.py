@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ import torch
 from taskspace.data.dataset import ImageDataset
 from taskspace.engine import fit_many
 from taskspace.errors import TaskspaceError
-from taskspace.models import create_model
+from taskspace.models import Classifier, create_model
 from taskspace.tasks import TaskSet
 
 #: Split kinds: the three adversarial builders, imported files, and random baselines.
@@ -410,7 +410,7 @@ def feature_sign_tasks(
         raise TaskspaceError(f"need at least one stand-in task, got {count}")
     ens = fit_many(model, dataset, dataset.classes[None], recipe, [int(seed)],
                    model_kwargs=model_kwargs, device=device)
-    net = ens.model(0).to(device)
+    net = cast(Classifier, ens.model(0)).to(device)  # Ensemble.model is typed nn.Module
     feats = []
     with torch.no_grad():
         for i in range(0, len(dataset), 1024):

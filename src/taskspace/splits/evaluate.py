@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -100,6 +100,63 @@ def _labels_for(split: Split, setting: str, dataset: ImageDataset) -> torch.Tens
     return dataset.classes
 
 
+Rows = list[dict[str, Any]]
+"""Result rows, one dict per row (columns named by the function that makes them)."""
+Predictions = dict[tuple[str, str], torch.Tensor]
+"""``{(split name, setting): int64 [N]}`` predicted labels."""
+
+
+@overload
+def evaluate_splits(
+    dataset: ImageDataset,
+    splits: Sequence[Split],
+    *,
+    settings: str | Sequence[str] = ...,
+    model: str = ...,
+    recipe: str | Recipe = ...,
+    seed: int = ...,
+    split_ids: Sequence[int] | None = ...,
+    device: str = ...,
+    chunk_size: int | None = ...,
+    batched: bool | None = ...,
+    model_kwargs: dict | None = ...,
+    progress: bool = ...,
+    return_predictions: Literal[False] = ...,
+) -> Rows: ...
+@overload
+def evaluate_splits(
+    dataset: ImageDataset,
+    splits: Sequence[Split],
+    *,
+    settings: str | Sequence[str] = ...,
+    model: str = ...,
+    recipe: str | Recipe = ...,
+    seed: int = ...,
+    split_ids: Sequence[int] | None = ...,
+    device: str = ...,
+    chunk_size: int | None = ...,
+    batched: bool | None = ...,
+    model_kwargs: dict | None = ...,
+    progress: bool = ...,
+    return_predictions: Literal[True],
+) -> tuple[Rows, Predictions]: ...
+@overload
+def evaluate_splits(
+    dataset: ImageDataset,
+    splits: Sequence[Split],
+    *,
+    settings: str | Sequence[str] = ...,
+    model: str = ...,
+    recipe: str | Recipe = ...,
+    seed: int = ...,
+    split_ids: Sequence[int] | None = ...,
+    device: str = ...,
+    chunk_size: int | None = ...,
+    batched: bool | None = ...,
+    model_kwargs: dict | None = ...,
+    progress: bool = ...,
+    return_predictions: bool = ...,
+) -> Rows | tuple[Rows, Predictions]: ...
 def evaluate_splits(
     dataset: ImageDataset,
     splits: Sequence[Split],
@@ -115,7 +172,7 @@ def evaluate_splits(
     model_kwargs: dict | None = None,
     progress: bool = False,
     return_predictions: bool = False,
-) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], dict[tuple[str, str], torch.Tensor]]:
+) -> Rows | tuple[Rows, Predictions]:
     """Train one learner per (split, setting) on the split's train side, all at once.
 
     Args:
@@ -282,6 +339,66 @@ def with_random_baselines(splits: Sequence[Split], seed: int = 0,
     return [*splits, *base]
 
 
+@overload
+def headline_table(
+    dataset: ImageDataset,
+    targets: TaskSet,
+    discovered: TaskSet,
+    model: str = ...,
+    recipe: str | Recipe = ...,
+    seed: int = ...,
+    *,
+    kind: str = ...,
+    settings: str | Sequence[str] = ...,
+    pool: str | torch.Tensor | None = ...,
+    flip: bool = ...,
+    random_baseline: str = ...,
+    device: str = ...,
+    chunk_size: int | None = ...,
+    model_kwargs: dict | None = ...,
+    progress: bool = ...,
+    return_rows: Literal[False] = ...,
+) -> Rows: ...
+@overload
+def headline_table(
+    dataset: ImageDataset,
+    targets: TaskSet,
+    discovered: TaskSet,
+    model: str = ...,
+    recipe: str | Recipe = ...,
+    seed: int = ...,
+    *,
+    kind: str = ...,
+    settings: str | Sequence[str] = ...,
+    pool: str | torch.Tensor | None = ...,
+    flip: bool = ...,
+    random_baseline: str = ...,
+    device: str = ...,
+    chunk_size: int | None = ...,
+    model_kwargs: dict | None = ...,
+    progress: bool = ...,
+    return_rows: Literal[True],
+) -> tuple[Rows, Rows]: ...
+@overload
+def headline_table(
+    dataset: ImageDataset,
+    targets: TaskSet,
+    discovered: TaskSet,
+    model: str = ...,
+    recipe: str | Recipe = ...,
+    seed: int = ...,
+    *,
+    kind: str = ...,
+    settings: str | Sequence[str] = ...,
+    pool: str | torch.Tensor | None = ...,
+    flip: bool = ...,
+    random_baseline: str = ...,
+    device: str = ...,
+    chunk_size: int | None = ...,
+    model_kwargs: dict | None = ...,
+    progress: bool = ...,
+    return_rows: bool = ...,
+) -> Rows | tuple[Rows, Rows]: ...
 def headline_table(
     dataset: ImageDataset,
     targets: TaskSet,
@@ -300,7 +417,7 @@ def headline_table(
     model_kwargs: dict | None = None,
     progress: bool = False,
     return_rows: bool = False,
-) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> Rows | tuple[Rows, Rows]:
     """The paper's headline table for (targets x discovered tasks), in one call.
 
     Builds the adversarial splits (:func:`adversarial_splits`), one random baseline per

@@ -31,7 +31,7 @@ import torch
 try:
     from numpy import dtypes as np_dtypes
 except ImportError:  # numpy < 1.25 has no numpy.dtypes (and no DType classes to allow)
-    np_dtypes = None
+    np_dtypes = None  # type: ignore[assignment]
 
 from taskspace.data.dataset import ImageDataset
 from taskspace.errors import TaskspaceError
@@ -54,7 +54,7 @@ def save_split(path: str | Path, split: Split) -> Path:
                           sort_keys=True)
     except (TypeError, ValueError) as err:
         raise TaskspaceError(f"split {split.name!r} meta is not JSON-serialisable: {err}") from None
-    arrays: dict[str, np.ndarray] = {
+    arrays: dict[str, Any] = {
         "train_idx": split.train_idx.numpy().astype(np.int64),
         "test_idx": split.test_idx.numpy().astype(np.int64),
         "meta": np.array(meta),

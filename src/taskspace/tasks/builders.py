@@ -186,7 +186,7 @@ def human_tasks(
     if max_tasks is not None and max_tasks < 0:
         raise TaskspaceError(f"max_tasks must be >= 0, got {max_tasks}")
     sampled = max_tasks is not None and total > max_tasks
-    if sampled:
+    if sampled and max_tasks is not None:
         indices = _sample_indices(total, int(max_tasks), seed)
     elif total > MAX_HUMAN_TASKS:
         raise TaskspaceError(
