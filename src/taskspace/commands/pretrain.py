@@ -81,13 +81,11 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
         if trainer.step % cfg.checkpoint_every == 0:
-            state = trainer.state_dict()
-            atomic_write(ckpt, lambda p, st=state: torch.save(st, p))
+            save_checkpoint(trainer, ckpt)
     if bar is not None:
         bar.close()
     if trainer.step < cfg.simclr.steps:
-        state = trainer.state_dict()
-        atomic_write(ckpt, lambda p: torch.save(state, p))
+        save_checkpoint(trainer, ckpt)
         print(f"stopped at step {trainer.step}/{cfg.simclr.steps}; rerun to resume")
         return rd.path
     write_csv(rd / "log.csv", trainer.logs, ["step", "loss"])
@@ -95,6 +93,12 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     rd.mark_finished({"final_loss": trainer.logs[-1]["loss"]})
     ckpt.unlink(missing_ok=True)
     return rd.path
+
+
+def save_checkpoint(trainer: SimCLRTrainer, path: Path) -> None:
+    """Everything to continue exactly, atomically (weights-only loadable)."""
+    state = trainer.state_dict()
+    atomic_write(path, lambda p: torch.save(state, p))
 
 
 def main(cfg: PretrainConfig) -> int:

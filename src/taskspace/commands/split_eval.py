@@ -113,7 +113,7 @@ def run_chunk(run_dir: str, chunk: int, ids: list[int]) -> str:
 
     def _write(tmp: Path) -> None:
         with tmp.open("wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, names=arrays["names"], pred=arrays["pred"])
 
     atomic_write(rd.part(chunk, "npz"), _write)  # predictions first, rows mark the part done
     return str(rd.write_part(chunk, rows, RESULT_COLUMNS))

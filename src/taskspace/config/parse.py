@@ -94,7 +94,7 @@ def leaf_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, datacla
             yield f"{prefix}{f.name}", tp, f
             continue
         seen: set[str] = set()
-        for variant in [sub, *(f.metadata or {}).get("choices", {}).values()]:
+        for variant in [sub, *f.metadata.get("choices", {}).values()]:
             for leaf in leaf_fields(variant, f"{prefix}{f.name}."):
                 if leaf[0] not in seen:  # a method group: the union of its methods' options
                     seen.add(leaf[0])
@@ -110,7 +110,7 @@ def _selectors(cls: type, prefix: str = "") -> dict[str, str]:
         if sub is None:
             continue
         key = f"{prefix}{f.name}"
-        sel = (f.metadata or {}).get("selector")
+        sel = f.metadata.get("selector")
         if sel:
             out[key] = f"{key}.{sel}"
         out.update(_selectors(sub, key + "."))
@@ -206,7 +206,7 @@ def _choose_methods(cls: type, base: DictConfig, overrides: Sequence[DictConfig]
     hints = _hints(cls)
     chosen = OmegaConf.merge(*overrides) if overrides else OmegaConf.create({})
     for f in dataclasses.fields(cls):
-        choices = (f.metadata or {}).get("choices")
+        choices = f.metadata.get("choices")
         if not choices:
             continue
         sel = f.metadata["selector"]
@@ -313,7 +313,7 @@ def describe(cls: type) -> str:
     lines = []
     sels = {v: k for k, v in _selectors(cls).items()}
     for key, _, f in leaf_fields(cls):
-        doc = (f.metadata or {}).get("help", "")
+        doc = f.metadata.get("help", "")
         short = f"  (or {sels[key]}=...)" if key in sels else ""
         default = repr(values[key]) if key in values else "(method option)"
         lines.append(f"  {key}={default}  {doc}{short}".rstrip())

@@ -72,7 +72,7 @@ def run_jobs(
             wave = [ex.submit(fn, *a) for a in jobs[start : start + width]]
             results.extend(_wait(wave))
         return results
-    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    slurm = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     params: dict[str, Any] = {
         "timeout_min": options.timeout_min,
         "slurm_array_parallelism": options.parallel,
@@ -83,9 +83,9 @@ def run_jobs(
         params["slurm_partition"] = options.slurm_partition
     if options.slurm_gpus:
         params["gpus_per_node"] = options.slurm_gpus
-    ex.update_parameters(**params)
+    slurm.update_parameters(**params)
     arg_lists = list(zip(*jobs))
-    return _wait(ex.map_array(fn, *arg_lists))
+    return _wait(slurm.map_array(fn, *arg_lists))
 
 
 def _wait(jobs: list) -> list[Any]:

@@ -86,7 +86,7 @@ class RunDir:
             raise TaskspaceError(f"run directory {self.path} was made with different options "
                                  f"({', '.join(diff)}); use another out=... or delete it")
 
-    def start(self, cfg: Any, first_files: Callable[[], None] | None = None) -> bool:
+    def start(self, cfg: Any, first_files: Callable[[], object] | None = None) -> bool:
         """Check ``cfg`` against the folder; on a new folder call ``first_files()`` (inputs
         the run must keep, e.g. its splits) and then write ``config.yaml``. Returns whether
         the run is new."""
