@@ -173,10 +173,12 @@ class SumOfTaskGradients(TaskWeighting):
 
     def __init__(self) -> None:
         self.seen: list[tuple[int, int, tuple[int, ...]]] = []
+        self.names: list[str] = []
 
     def backward(self, losses, shared, batch, state):  # noqa: ANN001, ANN201
         grads = shared.task_grads(losses)
         self.seen.append((len(grads), len(grads[0]), tuple(grads[0][0].shape)))
+        self.names = shared.names
         active = batch.active.to(losses.dtype)
         (losses.sum(1) * active).sum().backward()  # the heads' gradients
         shared.set_grads([sum(g[p] for g in grads) for p in range(len(shared.tensors))])
@@ -192,7 +194,9 @@ def test_weighting_interface_carries_per_task_trunk_gradients(digits, batched):
     a = fit_many("mlp", digits, labels, recipe, objective=MultiTask(weighting=double), **kw)
     b = fit_many("mlp", digits, labels, recipe, **kw)
     assert _max_rel(a.params, b.params) < 1e-5
-    trunk_tensors = sum(1 for k in a.params if not k.startswith("head."))
+    trunk = [k for k in a.params if not k.startswith("head.")]
+    assert double.names == trunk
+    trunk_tensors = len(trunk)
     first_weight = a.params["backbone.1.weight"].shape[1:]
     lead = 3 if batched else 1  # [M, ...] on both paths
     assert double.seen[0] == (3, trunk_tensors, (lead, *first_weight))

@@ -11,6 +11,7 @@ step counter.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,8 @@ class FitContext:
     def __init__(self, *, model_name: str, dataset: ImageDataset, recipe: Recipe,
                  device: torch.device, data: FitData, objective: Objective,
                  objective_state: ObjectiveState, batcher: Batcher, totals: torch.Tensor,
-                 chunks: list[list[int]], hooks: list[Hook], config: dict[str, Any]) -> None:
+                 chunks: list[list[int]], hooks: list[Hook], config: dict[str, Any],
+                 probe: nn.Module) -> None:
         self.model_name, self.dataset = model_name, dataset
         self.recipe, self.device = recipe, device
         self.data, self.objective, self.objective_state = data, objective, objective_state
@@ -59,7 +61,7 @@ class FitContext:
         self.chunk = 0
         self.members: list[int] = []
         self.trainer: ChunkTrainer | None = None
-        self.eval_base: nn.Module | None = None
+        self.probe = probe  # one model of the architecture (for eval_base)
         self.step = -1  # the step just taken in the current chunk
         self.batch: Batch | None = None
         self.losses: torch.Tensor | None = None
@@ -70,6 +72,11 @@ class FitContext:
     def fingerprint(self) -> str:
         """A digest of every argument that changes the result (tensors by content)."""
         return digest(self.config)
+
+    @cached_property
+    def eval_base(self) -> nn.Module:
+        """The architecture in eval mode on the meta device, for stacked evaluation."""
+        return copy.deepcopy(self.probe).to("meta").eval()
 
     @property
     def chunk_totals(self) -> torch.Tensor:

@@ -16,7 +16,6 @@ cross-entropy, no hooks) are plain ERM.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
 
@@ -199,17 +198,7 @@ def fit_many(
     seeds_l = _as_seeds(seeds, m_total, "seeds")
     orders_l = seeds_l if order_seeds is None else _as_seeds(order_seeds, m_total, "order_seeds")
     sampler = sampler or Permutation()
-    if sampler.owns_pools and (train_idx is not None or masks is not None):
-        raise TaskspaceError(f"{type(sampler).__name__} lists each model's examples itself; "
-                             "leave train_idx and masks unset")
-    train_idx = dataset.split("train") if train_idx is None else train_idx.long()
-    pools = []
-    for m in range(m_total):
-        pool = train_idx if masks is None else train_idx[masks[m, train_idx].bool()]
-        if len(pool) == 0:
-            raise TaskspaceError(f"model {m} has no training examples (empty mask)")
-        pools.append(pool)
-    pools = sampler.pools(pools, n)
+    pools = _pools(dataset, sampler, train_idx, masks, m_total)
     w_all = None if weights is None else weights.float()
     data = FitData(labels, groups, w_all, pools, orders_l)
     streams = sampler.streams(data)
@@ -231,8 +220,7 @@ def fit_many(
                      data=data, objective=objective,
                      objective_state=objective.init_state(data, device), batcher=batcher,
                      totals=totals, chunks=chunks, hooks=sorted(hooks, key=lambda h: h.order),
-                     config=config)
-    ctx.eval_base = copy.deepcopy(probe).to("meta").eval()
+                     config=config, probe=probe)
     for h in ctx.hooks:
         h.on_fit_start(ctx)
 
@@ -254,10 +242,7 @@ def fit_many(
         except _VmapFailed as failed:
             warnings.warn(f"{model_name} cannot be vmapped ({failed.__cause__}); using the "
                           "per-model loop", stacklevel=2)
-            ctx.batcher.reset(members)
-            fresh = objective.init_state(data, device)
-            for k, v in ctx.objective_state.items():
-                v[members] = fresh[k][members]
+            _rewind(ctx)
             _train_chunk(ctx, make_trainer(members, False), bar, False)
     if bar is not None:
         bar.close()
@@ -271,6 +256,31 @@ def fit_many(
         objective.num_tasks(labels),
         {k: v.detach().cpu() for k, v in ctx.objective_state.items()},
     )
+
+
+def _pools(dataset: ImageDataset, sampler: Sampler, train_idx: torch.Tensor | None,
+           masks: torch.Tensor | None, m_total: int) -> list[torch.Tensor]:
+    """Each model's training examples: ``train_idx`` (default: the train split) where its
+    mask is true, or the sampler's own lists."""
+    if sampler.owns_pools and (train_idx is not None or masks is not None):
+        raise TaskspaceError(f"{type(sampler).__name__} lists each model's examples itself; "
+                             "leave train_idx and masks unset")
+    train_idx = dataset.split("train") if train_idx is None else train_idx.long()
+    pools = []
+    for m in range(m_total):
+        pool = train_idx if masks is None else train_idx[masks[m, train_idx].bool()]
+        if len(pool) == 0:
+            raise TaskspaceError(f"model {m} has no training examples (empty mask)")
+        pools.append(pool)
+    return sampler.pools(pools, len(dataset))
+
+
+def _rewind(ctx: FitContext) -> None:
+    """Put the current chunk's streams and objective state back to their start."""
+    ctx.batcher.reset(ctx.members)
+    fresh = ctx.objective.init_state(ctx.data, ctx.device)
+    for k, v in ctx.objective_state.items():
+        v[ctx.members] = fresh[k][ctx.members]
 
 
 class _VmapFailed(Exception):

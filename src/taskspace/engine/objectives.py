@@ -38,13 +38,15 @@ ObjectiveState = dict[str, torch.Tensor]
 
 @dataclass
 class SharedParams:
-    """The trunk's parameters (every parameter outside the head), as the leaves the
-    optimiser steps: stacked ``[M, ...]`` on the batched path (``stacked``), one model's
-    own tensors on the per-model loop. :meth:`task_grads` and :meth:`set_grads` speak
-    ``[M, ...]`` on both paths, so a gradient-based weighting is written once."""
+    """The trunk's parameters (every parameter outside the head) and their ``names``, as
+    the leaves the optimiser steps: stacked ``[M, ...]`` on the batched path
+    (``stacked``), one model's own tensors on the per-model loop. :meth:`task_grads` and
+    :meth:`set_grads` speak ``[M, ...]`` on both paths, so a gradient-based weighting is
+    written once (and may pick a subset by name, e.g. GradNorm's last shared layer)."""
 
     tensors: list[torch.Tensor]
     stacked: bool
+    names: list[str] = field(default_factory=list)
 
     def task_grads(self, losses: torch.Tensor) -> list[list[torch.Tensor]]:
         """``grads[t][p]``: gradient ``[M, ...]`` of each model's task-``t`` loss
@@ -178,7 +180,10 @@ class TaskWeighting:
     :meth:`weights`; gradient-based ones (GradNorm, PCGrad, TAG's lookahead) override
     :meth:`backward` and use ``shared.task_grads(losses)`` / ``shared.set_grads(...)``.
     Per-model state (e.g. LBTW's initial losses) lives in the objective state;
-    ``batch.epoch_start`` marks the steps where a per-epoch method resets.
+    ``batch.epoch_start`` marks the steps where a per-epoch method resets. Methods with
+    learned weights (uncertainty weighting's ``s``, GradNorm's ``w``) keep them in the
+    state too and step them inside :meth:`backward` by their own rule, so checkpoints and
+    the batched == loop guarantee cover them.
     """
 
     def init_state(self, data: FitData, num_tasks: int,

@@ -84,7 +84,8 @@ class BatchedTrainer(ChunkTrainer):
         self.params, self.buffers = stack_module_state(models)
         self.base = use_reduction_batchnorm(copy.deepcopy(models[0]).to("meta"))
         self.opt = StackedOptimizer(list(self.params.values()), recipe)
-        self.shared = SharedParams([v for k, v in self.params.items() if is_shared(k)], True)
+        names = [k for k in self.params if is_shared(k)]
+        self.shared = SharedParams([self.params[k] for k in names], True, names)
         # plain MLPs on a CPU: the same arithmetic with fewer elementwise passes; on CUDA
         # the vmap step with autocast is kept
         use = mlp_step and device.type == "cpu" and type(objective) is CrossEntropy
@@ -147,8 +148,12 @@ class LoopTrainer(ChunkTrainer):
         super().__init__(models, totals, recipe, device, objective, state)
         self.models = models
         self.opts = [self._optimizer(mod, recipe) for mod in models]
-        self.shared = [SharedParams([p for k, p in mod.named_parameters() if is_shared(k)],
-                                    False) for mod in models]
+        self.shared = [self._shared(mod) for mod in models]
+
+    @staticmethod
+    def _shared(mod: nn.Module) -> SharedParams:
+        named = [(k, p) for k, p in mod.named_parameters() if is_shared(k)]
+        return SharedParams([p for _, p in named], False, [k for k, _ in named])
 
     @staticmethod
     def _optimizer(mod: nn.Module, r: Recipe) -> torch.optim.Optimizer:
