@@ -22,6 +22,10 @@ from torch import nn
 class ReductionBatchNorm(nn.Module):
     """Drop-in replacement for a ``_BatchNorm`` module (same parameters and buffers)."""
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, tokens: bool = False) -> None:
         super().__init__()
         self.tokens = tokens
@@ -72,10 +76,10 @@ def use_reduction_batchnorm(module: nn.Module) -> nn.Module:
     """Replace the BatchNorm submodules of ``module`` in place (see the module docstring);
     returns ``module``."""
     for name, child in list(module.named_children()):
-        if type(child) in _NATIVE:
+        if not isinstance(child, nn.modules.batchnorm._BatchNorm):
+            use_reduction_batchnorm(child)
+        elif type(child) in _NATIVE:
             setattr(module, name, ReductionBatchNorm(child))
         elif getattr(type(child), "reduction_layout", None) == "tokens":
             setattr(module, name, ReductionBatchNorm(child, tokens=True))
-        elif not isinstance(child, nn.modules.batchnorm._BatchNorm):
-            use_reduction_batchnorm(child)
     return module

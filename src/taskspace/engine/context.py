@@ -96,12 +96,12 @@ class FitContext:
                               batch_size=batch_size, device=self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        training = self.trainer is not None
+        trainer = self.trainer
         return {
             "fingerprint": self.fingerprint,
-            "chunk": self.chunk if training else self.chunk + 1,
-            "step": self.step + 1 if training else 0,
-            "trainer": self.trainer.state_dict() if training else None,
+            "chunk": self.chunk if trainer is not None else self.chunk + 1,
+            "step": self.step + 1 if trainer is not None else 0,
+            "trainer": trainer.state_dict() if trainer is not None else None,
             "parts": {str(c): {"params": p, "buffers": b} for c, (p, b) in self.parts.items()},
             "batcher": self.batcher.state_dict(),
             "objective": self.objective_state,

@@ -57,7 +57,7 @@ def init_models(
     model_name: str, num_outputs: int, seeds: Sequence[int], dataset: ImageDataset, **kw: object
 ) -> list[nn.Module]:
     """One freshly initialised model per seed (``torch.manual_seed(seed)`` before creation)."""
-    models = []
+    models: list[nn.Module] = []
     for s in seeds:
         torch.manual_seed(int(s))
         models.append(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from taskspace.engine.batches import Batch
 from taskspace.engine.metrics import Metric
 from taskspace.engine.state import load_state, save_state
 from taskspace.engine.trainers import Stacked
@@ -68,6 +69,13 @@ def epoch_ends(step: int, batch_size: int, epoch_lengths: torch.Tensor) -> torch
     return (step + 1) * batch_size // epoch_lengths > step * batch_size // epoch_lengths
 
 
+def _batch(ctx: FitContext) -> Batch:
+    """The batch of the step just taken (hooks' ``on_step_end`` only)."""
+    if ctx.batch is None:
+        raise RuntimeError("no step has been taken yet")
+    return ctx.batch
+
+
 class Evaluate(Hook):
     """Metrics of every model on named index sets, during training.
 
@@ -109,7 +117,7 @@ class Evaluate(Hook):
             due = epoch_ends(s, ctx.recipe.batch_size, lengths)
         else:
             due = torch.full_like(last, (s + 1) % self.every == 0)
-        return (due | last) & ctx.batch.active
+        return (due | last) & _batch(ctx).active
 
     def on_step_end(self, ctx: FitContext) -> None:
         due = self._due(ctx)
@@ -130,7 +138,7 @@ class Evaluate(Hook):
                 self.history.append({"model": m, "step": steps, "epoch": round(epoch, 6),
                                      "set": set_name, "metric": metric_name,
                                      "value": float(v[j])})
-            if self.select is not None:
+            if self.select is not None and current is not None:
                 self._keep_if_best(current, j, m, float(values[self.select][j]), steps)
         LOGGER.debug("evaluated models %s after step %d", due.nonzero().flatten().tolist(),
                      steps)
@@ -190,8 +198,7 @@ class Checkpoint(Hook):
     def on_fit_start(self, ctx: FitContext) -> None:
         if self.path.is_file():
             ctx.load_state_dict(load_state(self.path), source=str(self.path))
-            LOGGER.info("resuming from %s (chunk %d, step %d)", self.path, ctx.resume.chunk,
-                        ctx.resume.step)
+            LOGGER.info("resuming from %s", self.path)
 
     def on_step_end(self, ctx: FitContext) -> None:
         if (ctx.step + 1) % self.every == 0:
@@ -216,7 +223,7 @@ class Log(Hook):
         if ctx.losses is None:
             self.logger.info("chunk %d step %d/%d", ctx.chunk, ctx.step + 1, total)
             return
-        act = ctx.batch.active.to(ctx.losses.device)
+        act = _batch(ctx).active.to(ctx.losses.device)
         mean = float(ctx.losses[act].mean())
         self.logger.info("chunk %d step %d/%d loss %.4f", ctx.chunk, ctx.step + 1, total, mean)
 

@@ -53,9 +53,9 @@ class SharedParams:
         (``losses [M, T]``) with respect to shared tensor ``p``; the graph is kept."""
         out = []
         for t in range(losses.shape[1]):
-            gs = torch.autograd.grad(losses[:, t].sum(), self.tensors, retain_graph=True,
-                                     allow_unused=True)
-            gs = [torch.zeros_like(p) if g is None else g for p, g in zip(self.tensors, gs)]
+            raw = torch.autograd.grad(losses[:, t].sum(), self.tensors, retain_graph=True,
+                                      allow_unused=True)
+            gs = [torch.zeros_like(p) if g is None else g for p, g in zip(self.tensors, raw)]
             out.append(gs if self.stacked else [g.unsqueeze(0) for g in gs])
         return out
 
@@ -120,6 +120,12 @@ class CrossEntropy(Objective):
         return self.per_example(logits, batch).mean(dim=1)
 
 
+def _need_groups(groups: torch.Tensor | None) -> torch.Tensor:
+    if groups is None:
+        raise TaskspaceError("GroupDRO needs fit_many(groups=...)")
+    return groups
+
+
 @dataclass(frozen=True)
 class GroupDRO(CrossEntropy):
     """Online group DRO (Sagawa et al., ICLR 2020) over (weighted) cross-entropy.
@@ -143,7 +149,7 @@ class GroupDRO(CrossEntropy):
                                  "[models, images]")
 
     def init_state(self, data: FitData, device: torch.device) -> ObjectiveState:
-        groups = data.groups.long()
+        groups = _need_groups(data.groups).long()
         g = self.num_groups or int(groups.max()) + 1
         counts = torch.stack([torch.bincount(groups[m, p], minlength=g)[:g]
                               for m, p in enumerate(data.pools)])
@@ -160,7 +166,8 @@ class GroupDRO(CrossEntropy):
     def loss(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
         rows = torch.tensor(batch.members, device=state["q"].device)
         q_old = state["q"][rows]
-        l_g = self.group_losses(self.per_example(logits, batch), batch.groups, q_old.shape[1])
+        groups = _need_groups(batch.groups)
+        l_g = self.group_losses(self.per_example(logits, batch), groups, q_old.shape[1])
         step = l_g.detach()
         if self.adjustment:
             step = step + self.adjustment / state["group_counts"][rows].clamp_min(1).sqrt()

@@ -83,7 +83,8 @@ class StackedOptimizer:
         if not pairs:
             return
         ps = [p for p, _ in pairs]
-        gs = [p.grad for p in ps]
+        gs: list[torch.Tensor] | tuple[torch.Tensor, ...]
+        gs = [p.grad for p in ps if p.grad is not None]  # every one (pairs has grads)
         if r.weight_decay:
             gs = torch._foreach_add(gs, ps, alpha=r.weight_decay)
         if r.optimizer == "sgd":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from taskspace.errors import TaskspaceError
 
@@ -57,7 +57,7 @@ class Recipe:
             return int(self.steps)
         return max(1, -(-int(round(self.epochs * n_examples)) // self.batch_size))
 
-    def replace(self, **changes: object) -> Recipe:
+    def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
 
 
