@@ -35,6 +35,7 @@ from taskspace.engine.samplers import Permutation, Sampler
 from taskspace.engine.trainers import BatchedTrainer, ChunkTrainer, LoopTrainer
 from taskspace.errors import TaskspaceError
 from taskspace.models import create_model
+from taskspace.progress import progress_bar
 
 
 def _as_seeds(seeds: Sequence[int] | torch.Tensor | int, m: int, what: str) -> list[int]:
@@ -230,7 +231,8 @@ def fit_many(
         args = (models, totals[members], recipe, device, objective, ctx.objective_state)
         return BatchedTrainer(*args, mlp_step=mlp_step) if vmap else LoopTrainer(*args)
 
-    bar = _progress(progress, int(sum(totals[c].max() for c in chunks)), model_name)
+    bar = progress_bar(int(sum(totals[c].max() for c in chunks)), f"train {model_name}",
+                       progress, unit="step")
     for ci, members in enumerate(chunks):
         ctx.chunk, ctx.members = ci, members
         if ci in ctx.parts:  # finished before a resume
@@ -325,14 +327,6 @@ def _train_chunk(ctx: FitContext, trainer: ChunkTrainer, bar, vmap: bool) -> Non
 def _advance(bar, steps: int) -> None:  # noqa: ANN001
     if bar is not None and steps:
         bar.update(steps)
-
-
-def _progress(enabled: bool, total: int, desc: str):  # noqa: ANN202
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"train {desc}", unit="step", leave=False)
 
 
 __all__ = ["Ensemble", "accuracy", "default_chunk_size", "fit_many", "init_models",
