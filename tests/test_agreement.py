@@ -19,8 +19,14 @@ from taskspace.agreement import agreement_score, proxy_agreement_score, summariz
 from taskspace.cli import main as cli
 from taskspace.tasks import TaskSet, human_tasks, random_tasks, save_tasks
 
-FAST_CLI = ["data=digits", "model=mlp", "num_tasks=2", "recipe.epochs=3", "launch.per_job=1",
-            "progress=false"]
+FAST_CLI = [
+    "data=digits",
+    "model=mlp",
+    "num_tasks=2",
+    "recipe.epochs=3",
+    "launch.per_job=1",
+    "progress=false",
+]
 
 
 @pytest.mark.slow
@@ -45,15 +51,22 @@ def test_human_tasks_agree_random_tasks_do_not(digits):
 
 def test_rows_pairs_and_proxy(digits):
     tasks = human_tasks(digits.classes, 10, max_tasks=2, seed=1, include_original=True)
-    rows = agreement_score(digits, tasks, recipe="fast", pairs=2, model="mlp",
-                           model_kwargs={"widths": (64, 32)})
+    rows = agreement_score(
+        digits, tasks, recipe="fast", pairs=2, model="mlp", model_kwargs={"widths": (64, 32)}
+    )
     # 3 tasks (one 10-way) x 2 pairs x 2 splits
     assert len(rows) == 12
     assert {r["split"] for r in rows} == {"heldout", "test"}
     original = [r for r in rows if r["task"] == "original"]
     assert all(r["acc_a"] > 0.8 for r in original)  # a real 10-way learner
-    proxy = proxy_agreement_score(digits, tasks.select([0]), model="mlp", steps=20,
-                                  batch_size=128, model_kwargs={"widths": (64, 32)})
+    proxy = proxy_agreement_score(
+        digits,
+        tasks.select([0]),
+        model="mlp",
+        steps=20,
+        batch_size=128,
+        model_kwargs={"widths": (64, 32)},
+    )
     assert len(proxy) == 1 and proxy[0]["split"] == "proxy"
     assert 0.0 <= proxy[0]["agreement"] <= 1.0
 
@@ -77,17 +90,26 @@ def test_cli_writes_tables_and_resumes_after_kill(tmp_path, capsys):
     ref = tmp_path / "ref"
     code, out, _ = _run_cli(["agreement", *FAST_CLI, f"out={ref}"], capsys)
     assert code == 0 and "random" in out and str(ref) in out
-    for name in ["agreement.csv", "summary.csv", "agreement.png", "config.yaml", "tasks.npz",
-                 "splits.npz"]:
+    for name in [
+        "agreement.csv",
+        "summary.csv",
+        "agreement.png",
+        "config.yaml",
+        "tasks.npz",
+        "splits.npz",
+    ]:
         assert (ref / name).exists(), name
     header = (ref / "agreement.csv").read_text().splitlines()[0]
     assert header == "task,kind,task_index,pair,split,agreement,acc_a,acc_b"
 
     run = tmp_path / "killed"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "taskspace.cli", "agreement", *FAST_CLI,
-                             f"out={run}"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskspace.cli", "agreement", *FAST_CLI, f"out={run}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = run / "parts" / "part-0000.csv"
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline and proc.poll() is None:
@@ -116,8 +138,12 @@ def test_cli_writes_tables_and_resumes_after_kill(tmp_path, capsys):
 def test_local_launch_matches_inprocess(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _run_cli(["agreement", *FAST_CLI, f"out={a}"], capsys)[0] == 0
-    assert _run_cli(["agreement", *FAST_CLI, f"out={b}", "launch=local", "launch.parallel=2"],
-                    capsys)[0] == 0
+    assert (
+        _run_cli(["agreement", *FAST_CLI, f"out={b}", "launch=local", "launch.parallel=2"], capsys)[
+            0
+        ]
+        == 0
+    )
     assert (a / "agreement.csv").read_bytes() == (b / "agreement.csv").read_bytes()
     assert list((b / "jobs").glob("*_log.out")), "submitit local jobs left no logs"
 
@@ -150,9 +176,18 @@ def _bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("case", [
-    "labels per task", "only one class", "unknown model", "data folder not found", "9.png",
-    "unknown option", "must be an integer"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "labels per task",
+        "only one class",
+        "unknown model",
+        "data folder not found",
+        "9.png",
+        "unknown option",
+        "must be an integer",
+    ],
+)
 def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
     out = tmp_path / "run"
     args = _bad_inputs(tmp_path)[case]
@@ -169,16 +204,21 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
 def test_rerun_with_other_options_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert _run_cli(["agreement", *FAST_CLI, "num_tasks=1", f"out={out}"], capsys)[0] == 0
-    code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "seed=3", f"out={out}"],
-                            capsys)
+    code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "seed=3", f"out={out}"], capsys)
     assert code == 2 and "different options (seed)" in err
     # a run made before an option existed resumes at that option's default, not otherwise
     cfg = out / "config.yaml"
-    cfg.write_text("".join(ln for ln in cfg.read_text().splitlines(keepends=True)
-                           if not ln.strip().startswith("bf16:")))
+    cfg.write_text(
+        "".join(
+            ln
+            for ln in cfg.read_text().splitlines(keepends=True)
+            if not ln.strip().startswith("bf16:")
+        )
+    )
     assert _run_cli(["agreement", *FAST_CLI, "num_tasks=1", f"out={out}"], capsys)[0] == 0
-    code, _, err = _run_cli(["agreement", *FAST_CLI, "num_tasks=1", "recipe.bf16=true",
-                             f"out={out}"], capsys)
+    code, _, err = _run_cli(
+        ["agreement", *FAST_CLI, "num_tasks=1", "recipe.bf16=true", f"out={out}"], capsys
+    )
     assert code == 2 and "different options (recipe.bf16)" in err
 
 

@@ -20,14 +20,23 @@ ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREAD
 
 def taskspace(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process (one thread, so two processes sum identically)."""
-    return subprocess.run([sys.executable, "-m", "taskspace.cli", *args], env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "taskspace.cli", *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def killed_when(marker: Path, *args: str) -> None:
     """Start the CLI, SIGKILL it as soon as ``marker`` exists, and check it was cut short."""
-    proc = subprocess.Popen([sys.executable, "-m", "taskspace.cli", *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskspace.cli", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -42,10 +51,21 @@ def same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-DISCOVER = ["discover", "encoder.K=2", "encoder.d=2", "meta.T=2", "meta.batch_size=16",
-            "meta.eval_batch_size=16", "meta.heads_per_step=2", "meta.meta_steps=8",
-            "encoder.kwargs={widths: [16]}", "model.kwargs={widths: [8]}", "evaluate=false",
-            "checkpoint_every=1", "progress=false"]
+DISCOVER = [
+    "discover",
+    "encoder.K=2",
+    "encoder.d=2",
+    "meta.T=2",
+    "meta.batch_size=16",
+    "meta.eval_batch_size=16",
+    "meta.heads_per_step=2",
+    "meta.meta_steps=8",
+    "encoder.kwargs={widths: [16]}",
+    "model.kwargs={widths: [8]}",
+    "evaluate=false",
+    "checkpoint_every=1",
+    "progress=false",
+]
 
 
 def test_discover_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
@@ -63,8 +83,14 @@ def test_discover_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     assert [r["loss"] for r in a["logs"]] == [r["loss"] for r in b["logs"]]
 
 
-PRETRAIN = ["pretrain", "simclr.steps=12", "simclr.batch_size=32", "checkpoint_every=1",
-            "model.kwargs={widths: [16, 8]}", "progress=false"]
+PRETRAIN = [
+    "pretrain",
+    "simclr.steps=12",
+    "simclr.batch_size=32",
+    "checkpoint_every=1",
+    "model.kwargs={widths: [16, 8]}",
+    "progress=false",
+]
 
 
 def test_pretrain_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
@@ -74,14 +100,21 @@ def test_pretrain_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     assert not (cut / "backbone.safetensors").exists()
     rerun = taskspace(*PRETRAIN, f"out={cut}")
     assert rerun.returncode == 0 and "resuming" in rerun.stdout
-    same_tensors(load_file(str(whole / "backbone.safetensors")),
-                 load_file(str(cut / "backbone.safetensors")))
+    same_tensors(
+        load_file(str(whole / "backbone.safetensors")), load_file(str(cut / "backbone.safetensors"))
+    )
     assert (whole / "log.csv").read_text() == (cut / "log.csv").read_text()
 
 
 SPLIT = ["split", "discovered=human", "targets=0,11,18", "num_discovered=3", "progress=false"]
-SPLIT_EVAL = ["split-eval", "recipe.steps=30", "model.kwargs={widths: [32]}",
-              "launch.per_job=3", "pictures=0", "progress=false"]
+SPLIT_EVAL = [
+    "split-eval",
+    "recipe.steps=30",
+    "model.kwargs={widths: [32]}",
+    "launch.per_job=3",
+    "pictures=0",
+    "progress=false",
+]
 
 
 def test_split_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
@@ -111,8 +144,16 @@ def test_split_eval_killed_rerun_and_local_launch_equal_uninterrupted(tmp_path: 
     assert list((local / "jobs").glob("*_log.out")), "no local job ran"
 
 
-SWEEP = ["agreement", "-m", "recipe.lr=1e-3,2e-3,3e-3", "seed=0,1,2", "num_tasks=1",
-         "recipe.steps=10", "model.kwargs={widths: [16]}", "progress=false"]
+SWEEP = [
+    "agreement",
+    "-m",
+    "recipe.lr=1e-3,2e-3,3e-3",
+    "seed=0,1,2",
+    "num_tasks=1",
+    "recipe.steps=10",
+    "model.kwargs={widths: [16]}",
+    "progress=false",
+]
 
 
 def test_sweep_of_nine_points_killed_and_rerun_ends_with_one_table(tmp_path: Path) -> None:
@@ -129,7 +170,8 @@ def test_sweep_of_nine_points_killed_and_rerun_ends_with_one_table(tmp_path: Pat
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert len(rows) == 9 and all(r["finished"] == "True" for r in rows)
     assert {(r["recipe.lr"], r["seed"]) for r in rows} == {
-        (lr, s) for lr in ("0.001", "0.002", "0.003") for s in ("0", "1", "2")}
+        (lr, s) for lr in ("0.001", "0.002", "0.003") for s in ("0", "1", "2")
+    }
     assert all(0.0 <= float(r["as_heldout_human"]) <= 1.0 for r in rows)
 
 

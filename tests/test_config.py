@@ -25,28 +25,45 @@ from taskspace.io import write_yaml
 
 
 def test_dotted_keys_selectors_and_types() -> None:
-    cfg = build_config(AgreementConfig, [
-        "data=cifar10", "data.root=/x", "model=convnet",
-        "model.kwargs={widths: [16, 32], pool: flatten}", "recipe=reference",
-        "recipe.lr=2e-3", "launch=local", "launch.parallel=3", "pairs=2"])
+    cfg = build_config(
+        AgreementConfig,
+        [
+            "data=cifar10",
+            "data.root=/x",
+            "model=convnet",
+            "model.kwargs={widths: [16, 32], pool: flatten}",
+            "recipe=reference",
+            "recipe.lr=2e-3",
+            "launch=local",
+            "launch.parallel=3",
+            "pairs=2",
+        ],
+    )
     assert (cfg.data.name, cfg.data.root, cfg.model.name) == ("cifar10", "/x", "convnet")
     assert cfg.model.kwargs == {"widths": [16, 32], "pool": "flatten"}
     assert (cfg.recipe.preset, cfg.recipe.lr, cfg.launch.kind, cfg.launch.parallel) == (
-        "reference", 2e-3, "local", 3)
+        "reference",
+        2e-3,
+        "local",
+        3,
+    )
     recipe = cfg.recipe.resolve()
     assert (recipe.lr, recipe.batch_size, recipe.epochs) == (2e-3, 512, 100)
 
 
-@pytest.mark.parametrize(("tokens", "message"), [
-    (["colour=blue"], "unknown option 'colour'"),
-    (["sed=1"], "did you mean 'seed'"),
-    (["pairs=two"], "pairs must be an integer, got 'two'"),
-    (["recipe.lr=fast"], "recipe.lr must be a number"),
-    (["root=/data"], "option 'root' is now 'data.root'"),
-    (["epochs=3"], "option 'epochs' is now 'recipe.epochs'"),
-    (["model_kwargs={widths: [4]}"], "now 'model.kwargs'"),
-    (["pairs"], "expected key=value"),
-])
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        (["colour=blue"], "unknown option 'colour'"),
+        (["sed=1"], "did you mean 'seed'"),
+        (["pairs=two"], "pairs must be an integer, got 'two'"),
+        (["recipe.lr=fast"], "recipe.lr must be a number"),
+        (["root=/data"], "option 'root' is now 'data.root'"),
+        (["epochs=3"], "option 'epochs' is now 'recipe.epochs'"),
+        (["model_kwargs={widths: [4]}"], "now 'model.kwargs'"),
+        (["pairs"], "expected key=value"),
+    ],
+)
 def test_mistakes_are_one_clear_line(tokens: list[str], message: str) -> None:
     with pytest.raises(TaskspaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_config(AgreementConfig, tokens)
@@ -54,11 +71,16 @@ def test_mistakes_are_one_clear_line(tokens: list[str], message: str) -> None:
 
 def test_yaml_files_nest_and_later_tokens_win(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    write_yaml(path, {"recipe": {"preset": "proxy", "steps": 7}, "model": "convnet",
-                      "num_tasks": 3})
+    write_yaml(
+        path, {"recipe": {"preset": "proxy", "steps": 7}, "model": "convnet", "num_tasks": 3}
+    )
     cfg = build_config(AgreementConfig, [str(path), "num_tasks=4"])
     assert (cfg.recipe.preset, cfg.recipe.steps, cfg.model.name, cfg.num_tasks) == (
-        "proxy", 7, "convnet", 4)
+        "proxy",
+        7,
+        "convnet",
+        4,
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("recipe: [1, 2\n")
     with pytest.raises(TaskspaceError, match="not valid YAML"):
@@ -71,11 +93,25 @@ def test_round_trip_and_old_flat_run_configs(tmp_path: Path) -> None:
     write_yaml(path, to_dict(cfg))
     assert load_config(AgreementConfig, path) == cfg
     # a run directory written before options were nested still reads
-    write_yaml(path, {"data": "digits", "root": None, "model": "convnet", "epochs": 2.0,
-                      "seed": 5, "tasks_per_job": 4, "launch": "inprocess"})
+    write_yaml(
+        path,
+        {
+            "data": "digits",
+            "root": None,
+            "model": "convnet",
+            "epochs": 2.0,
+            "seed": 5,
+            "tasks_per_job": 4,
+            "launch": "inprocess",
+        },
+    )
     old = load_config(AgreementConfig, path)
     assert (old.model.name, old.recipe.epochs, old.seed, old.launch.per_job) == (
-        "convnet", 2.0, 5, 4)
+        "convnet",
+        2.0,
+        5,
+        4,
+    )
     assert flatten(apply_overrides(cfg, {"recipe.lr": 0.5}))["recipe.lr"] == 0.5
 
 
@@ -88,8 +124,9 @@ def test_help_has_a_line_per_option(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_sweep_grammar_expands_the_grid() -> None:
-    fixed, points = sweep_points(["recipe.lr=1e-4,1e-3", "seed=0,1,2", "num_tasks=1",
-                                  "x.yaml", "targets=[0,11]"])
+    fixed, points = sweep_points(
+        ["recipe.lr=1e-4,1e-3", "seed=0,1,2", "num_tasks=1", "x.yaml", "targets=[0,11]"]
+    )
     assert fixed == ["num_tasks=1", "x.yaml", "targets=[0,11]"]
     assert len(points) == 6 and points[0] == ["recipe.lr=0.0001", "seed=0"]
     assert points[-1] == ["recipe.lr=0.001", "seed=2"]
@@ -112,8 +149,9 @@ class _JTT(_Method):
 @dataclass
 class _Toy:
     RENAMED: ClassVar[dict[str, str]] = {"strength": "method.lam"}
-    method: _Method = option(factory=_Method, selector="name", help="method group",
-                             choices={"erm": _Method, "jtt": _JTT})
+    method: _Method = option(
+        factory=_Method, selector="name", help="method group", choices={"erm": _Method, "jtt": _JTT}
+    )
     n: list[int] | None = option(None, "a list")
 
 

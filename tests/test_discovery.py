@@ -34,11 +34,19 @@ def digits():
 
 def _trainer(ds, *, dtype=torch.float64, heads=2, **kw) -> MetaTrainer:
     torch.manual_seed(0)
-    enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=4, num_tasks=4,
-                      model_kwargs={"widths": [16]})
+    enc = TaskEncoder(
+        "mlp", in_channels=1, image_size=8, dim=4, num_tasks=4, model_kwargs={"widths": [16]}
+    )
     learners = InnerLearners("mlp", in_channels=1, image_size=8, model_kwargs=TINY)
-    s = MetaSettings(inner_steps=3, inner_lr=0.5, batch_size=16, eval_batch_size=24,
-                     heads_per_step=heads, uniformity=0.5, **kw)
+    s = MetaSettings(
+        inner_steps=3,
+        inner_lr=0.5,
+        batch_size=16,
+        eval_batch_size=24,
+        heads_per_step=heads,
+        uniformity=0.5,
+        **kw,
+    )
     return MetaTrainer(enc, learners, ds, s, dtype=dtype)
 
 
@@ -150,12 +158,21 @@ def test_meta_steps_descend_the_meta_loss(digits):
     """Adam on the meta-gradient lowers the meta-loss of a fixed meta-batch (same inner
     batches, inits and held-out batch every step), and the learners agree more."""
     torch.manual_seed(0)
-    enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=8, num_tasks=8,
-                      model_kwargs={"widths": [32]})
+    enc = TaskEncoder(
+        "mlp", in_channels=1, image_size=8, dim=8, num_tasks=8, model_kwargs={"widths": [32]}
+    )
     learners = InnerLearners("mlp", in_channels=1, image_size=8, model_kwargs={"widths": [16]})
-    s = MetaSettings(inner_steps=3, inner_lr=1.0, batch_size=64, eval_batch_size=128,
-                     heads_per_step=4, uniformity=0.1, outer_lr=2e-2, fixed_inits=True,
-                     fixed_eval_batch=True)
+    s = MetaSettings(
+        inner_steps=3,
+        inner_lr=1.0,
+        batch_size=64,
+        eval_batch_size=128,
+        heads_per_step=4,
+        uniformity=0.1,
+        outer_lr=2e-2,
+        fixed_inits=True,
+        fixed_eval_batch=True,
+    )
     mt = MetaTrainer(enc, learners, digits, s, dtype=torch.float32)
     heads = mt.heads_at(0, 4)
     first = mt.objective(heads, 0)[1]
@@ -169,18 +186,39 @@ def test_meta_steps_descend_the_meta_loss(digits):
 
 # ---------------------------------------------------------------- commands
 def _discover(tmp: Path, name: str, *extra: str) -> int:
-    return cli_main(["discover", f"out={tmp / name}", "encoder.K=2", "encoder.d=2", "meta.T=2",
-                     "meta.batch_size=16", "meta.eval_batch_size=16", "meta.heads_per_step=2",
-                     "progress=false", "encoder.kwargs={widths: [16]}",
-                     "model.kwargs={widths: [8]}", *extra])
+    return cli_main(
+        [
+            "discover",
+            f"out={tmp / name}",
+            "encoder.K=2",
+            "encoder.d=2",
+            "meta.T=2",
+            "meta.batch_size=16",
+            "meta.eval_batch_size=16",
+            "meta.heads_per_step=2",
+            "progress=false",
+            "encoder.kwargs={widths: [16]}",
+            "model.kwargs={widths: [8]}",
+            *extra,
+        ]
+    )
 
 
 def test_resume_gives_identical_encoder(tmp_path):
     from safetensors.torch import load_file
 
     assert _discover(tmp_path, "whole", "meta.meta_steps=4", "evaluate=false") == 0
-    assert _discover(tmp_path, "split", "meta.meta_steps=4", "evaluate=false", "stop_after=2",
-                     "checkpoint_every=1") == 0
+    assert (
+        _discover(
+            tmp_path,
+            "split",
+            "meta.meta_steps=4",
+            "evaluate=false",
+            "stop_after=2",
+            "checkpoint_every=1",
+        )
+        == 0
+    )
     state = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2
     assert _discover(tmp_path, "split", "meta.meta_steps=4", "evaluate=false") == 0
@@ -218,19 +256,46 @@ def test_regulated_discovery_end_to_end(tmp_path, digits):
     """pretrain (SimCLR) -> discover with the frozen backbone -> tasks, AS, galleries."""
     from safetensors.torch import load_file
 
-    assert cli_main(["pretrain", f"out={tmp_path / 'ssl'}", "simclr.steps=20",
-                     "simclr.batch_size=64", "model.kwargs={widths: [32, 16]}",
-                     "progress=false"]) == 0
+    assert (
+        cli_main(
+            [
+                "pretrain",
+                f"out={tmp_path / 'ssl'}",
+                "simclr.steps=20",
+                "simclr.batch_size=64",
+                "model.kwargs={widths: [32, 16]}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     ckpt = tmp_path / "ssl" / "backbone.safetensors"
     assert ckpt.exists() and (tmp_path / "ssl" / "config.yaml").exists()
     run = tmp_path / "reg"
-    assert cli_main(["discover", f"out={run}", f"encoder.backbone={ckpt}",
-                     "encoder.normalize_input=false", "encoder.kwargs={widths: [32, 16]}",
-                     "model.kwargs={widths: [8]}", "encoder.K=3", "encoder.d=4", "meta.T=2",
-                     "meta.meta_steps=2", "meta.heads_per_step=3", "meta.batch_size=32",
-                     "evaluation.epochs=1", "evaluation.model.kwargs={widths: [16]}",
-                     "evaluation.baselines=true", "evaluation.num_baseline_tasks=2",
-                     "progress=false"]) == 0
+    assert (
+        cli_main(
+            [
+                "discover",
+                f"out={run}",
+                f"encoder.backbone={ckpt}",
+                "encoder.normalize_input=false",
+                "encoder.kwargs={widths: [32, 16]}",
+                "model.kwargs={widths: [8]}",
+                "encoder.K=3",
+                "encoder.d=4",
+                "meta.T=2",
+                "meta.meta_steps=2",
+                "meta.heads_per_step=3",
+                "meta.batch_size=32",
+                "evaluation.epochs=1",
+                "evaluation.model.kwargs={widths: [16]}",
+                "evaluation.baselines=true",
+                "evaluation.num_baseline_tasks=2",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     enc = load_file(str(run / "encoder.safetensors"))
     pre = load_file(str(ckpt))
     for k, v in pre.items():  # the frozen backbone is unchanged by meta-training
@@ -239,8 +304,17 @@ def test_regulated_discovery_end_to_end(tmp_path, digits):
     tasks = load_tasks(run / "tasks.npz")
     assert tasks.labels.shape == (3, len(digits)) and set(tasks.kinds) == {"discovered"}
     assert tasks.meta["sign"] == "label = 1[w_k . h(x) > 0]"
-    for f in ("tasks.csv", "heads.csv", "similarity.png", "similarity.csv", "coverage.csv",
-              "agreement.csv", "summary.csv", "galleries/discovered-00.png", "splits.npz"):
+    for f in (
+        "tasks.csv",
+        "heads.csv",
+        "similarity.png",
+        "similarity.csv",
+        "coverage.csv",
+        "agreement.csv",
+        "summary.csv",
+        "galleries/discovered-00.png",
+        "splits.npz",
+    ):
         assert (run / f).exists(), f
     import csv
 
@@ -268,8 +342,9 @@ def test_label_bn_modes_leave_the_encoder_untouched(digits):
     from taskspace.discovery.artifacts import calibrate_bn, encoder_embeddings, mixed_order
 
     torch.manual_seed(0)
-    enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=4, num_tasks=4,
-                      model_kwargs={"widths": [16]})
+    enc = TaskEncoder(
+        "mlp", in_channels=1, image_size=8, dim=4, num_tasks=4, model_kwargs={"widths": [16]}
+    )
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     h_batch = encoder_embeddings(enc, digits, "batch", batch_size=512)
     h_run = encoder_embeddings(enc, digits, "running")

@@ -25,8 +25,9 @@ from taskspace.io import read_csv
 def h_digits(digits) -> torch.Tensor:
     """``h`` of an untrained 16-d encoder on every digits image (batch statistics)."""
     torch.manual_seed(0)
-    enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=16, num_tasks=16,
-                      model_kwargs={"widths": [32]})
+    enc = TaskEncoder(
+        "mlp", in_channels=1, image_size=8, dim=16, num_tasks=16, model_kwargs={"widths": [32]}
+    )
     return encoder_embeddings(enc, digits, "batch")
 
 
@@ -38,16 +39,23 @@ def test_sector_labels_match_a_hand_computation():
     assert torch.allclose(u, torch.stack([b[1], b[0], -b[1], -b[0]]), atol=1e-6)
     phis = [10.0, 80.0, 100.0, 190.0, 260.0, 350.0, 40.0, 140.0]
     expected = [0, 1, 1, 2, 3, 0, 0, 2]
-    pts = torch.stack([2.5 * (math.sin(math.radians(p)) * b[0] + math.cos(math.radians(p)) * b[1])
-                       for p in phis])
+    pts = torch.stack(
+        [2.5 * (math.sin(math.radians(p)) * b[0] + math.cos(math.radians(p)) * b[1]) for p in phis]
+    )
     assert sector_labels(pts, u).tolist() == expected
     # K=3 in d=5: sectors of 120 deg around 0, 120, 240; off-plane components do not count
     q = haar_orthogonal(5, seed=7)
     u3 = kway_directions(5, 3, seed=7)
     g = torch.Generator().manual_seed(0)
     phis3 = [50.0, 70.0, 170.0, 190.0, 300.0]
-    pts3 = torch.stack([math.sin(math.radians(p)) * q[0] + math.cos(math.radians(p)) * q[1]
-                        + (torch.randn(3, generator=g) * 5) @ q[2:] for p in phis3])
+    pts3 = torch.stack(
+        [
+            math.sin(math.radians(p)) * q[0]
+            + math.cos(math.radians(p)) * q[1]
+            + (torch.randn(3, generator=g) * 5) @ q[2:]
+            for p in phis3
+        ]
+    )
     assert sector_labels(pts3, u3).tolist() == [0, 1, 1, 2, 2]
 
 
@@ -97,20 +105,42 @@ def test_discover_scores_embedding_baselines(tmp_path, capsys):
     """``evaluation.emb_baselines=2 evaluation.emb_classes=3``: two 3-way sector tasks on the
     trained encoder in ``agreement.csv`` under their own kind; a bad option fails before any
     output."""
-    args = ["discover", "encoder.K=2", "encoder.d=2", "meta.T=2", "meta.batch_size=16",
-            "meta.eval_batch_size=16", "meta.heads_per_step=2", "meta.meta_steps=1",
-            "progress=false", "encoder.kwargs={widths: [16]}", "model.kwargs={widths: [8]}",
-            "evaluation.epochs=1", "evaluation.model.kwargs={widths: [8]}",
-            "evaluation.gallery_size=2"]
+    args = [
+        "discover",
+        "encoder.K=2",
+        "encoder.d=2",
+        "meta.T=2",
+        "meta.batch_size=16",
+        "meta.eval_batch_size=16",
+        "meta.heads_per_step=2",
+        "meta.meta_steps=1",
+        "progress=false",
+        "encoder.kwargs={widths: [16]}",
+        "model.kwargs={widths: [8]}",
+        "evaluation.epochs=1",
+        "evaluation.model.kwargs={widths: [8]}",
+        "evaluation.gallery_size=2",
+    ]
     run = tmp_path / "run"
-    assert cli_main([*args, f"out={run}", "evaluation.emb_baselines=2",
-                     "evaluation.emb_classes=3"]) == 0
+    assert (
+        cli_main([*args, f"out={run}", "evaluation.emb_baselines=2", "evaluation.emb_classes=3"])
+        == 0
+    )
     rows = read_csv(run / "agreement.csv")
     kinds = {r["task"]: r["kind"] for r in rows}
     assert kinds["emb-3way-00"] == kinds["emb-3way-01"] == "emb-3way"
     assert kinds["discovered-00"] == "discovered" and kinds["untrained-00"] == "untrained"
     assert all(0.0 <= float(r["agreement"]) <= 1.0 for r in rows)
-    assert cli_main([*args, f"out={tmp_path / 'bad'}", "evaluation.emb_classes=1",
-                     "evaluation.emb_baselines=1"]) == 2
+    assert (
+        cli_main(
+            [
+                *args,
+                f"out={tmp_path / 'bad'}",
+                "evaluation.emb_classes=1",
+                "evaluation.emb_baselines=1",
+            ]
+        )
+        == 2
+    )
     assert "2 classes" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -34,11 +34,24 @@ def test_batched_matches_loop(digits, optimizer):
     weights = torch.rand(6, len(digits), generator=g) + 0.5
     masks = torch.rand(6, len(digits), generator=g) < 0.8
     masks[0] = True  # different pool sizes -> different step counts inside one batch
-    recipe = Recipe(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3,
-                    momentum=0.9, weight_decay=1e-4, epochs=2, batch_size=64,
-                    schedule="cosine", augment=True, crop_padding=1)
-    kw = dict(seeds=[3, 4, 5, 6, 7, 8], order_seeds=[0, 0, 1, 2, 3, 4], weights=weights,
-              masks=masks, model_kwargs=SMALL)
+    recipe = Recipe(
+        optimizer=optimizer,
+        lr=0.05 if optimizer == "sgd" else 1e-3,
+        momentum=0.9,
+        weight_decay=1e-4,
+        epochs=2,
+        batch_size=64,
+        schedule="cosine",
+        augment=True,
+        crop_padding=1,
+    )
+    kw = dict(
+        seeds=[3, 4, 5, 6, 7, 8],
+        order_seeds=[0, 0, 1, 2, 3, 4],
+        weights=weights,
+        masks=masks,
+        model_kwargs=SMALL,
+    )
     a = fit_many("mlp", digits, labels, recipe, **kw)
     b = fit_many("mlp", digits, labels, recipe, batched=False, **kw)
     tol = 1e-5 if optimizer == "sgd" else 1e-3  # Adam turns ~1e-9 gradient noise into steps
@@ -49,9 +62,11 @@ def test_batched_matches_loop(digits, optimizer):
     assert (pa == pb).float().mean() > 0.99
 
 
-ARCHS = {"convnet": {"widths": (8, 16, 16)}, "resnet18": {"width": 8},
-         "vit4": {"dim": 16, "depth": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16,
-                  "patch_size": 2}}
+ARCHS = {
+    "convnet": {"widths": (8, 16, 16)},
+    "resnet18": {"width": 8},
+    "vit4": {"dim": 16, "depth": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16, "patch_size": 2},
+}
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))
@@ -104,8 +119,9 @@ def test_hand_written_mlp_step_equals_autograd(shared):
     def fwd(p: dict, bufs: dict, xx: torch.Tensor) -> torch.Tensor:
         return functional_call(base, (p, bufs), (xx,))
 
-    logits = torch.vmap(fwd, in_dims=(0, 0, None if shared else 0),
-                        randomness="different")(params, ref_buf, x)
+    logits = torch.vmap(fwd, in_dims=(0, 0, None if shared else 0), randomness="different")(
+        params, ref_buf, x
+    )
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
     ((ce.view(m, b) * w).mean(1) * active).sum().backward()
     expected = {k: v.grad.clone() for k, v in params.items()}
@@ -119,8 +135,10 @@ def test_hand_written_mlp_step_equals_autograd(shared):
         torch.testing.assert_close(man_buf[k][active], ref_buf[k][active], rtol=1e-10, atol=1e-12)
         assert torch.equal(man_buf[k][2], start[k][2])
         assert not torch.equal(man_buf[k][0], start[k][0])
-    torch.testing.assert_close(man_buf["backbone.3.num_batches_tracked"],
-                               start["backbone.3.num_batches_tracked"] + active.long())
+    torch.testing.assert_close(
+        man_buf["backbone.3.num_batches_tracked"],
+        start["backbone.3.num_batches_tracked"] + active.long(),
+    )
 
 
 def test_training_learns_and_is_deterministic(digits):
@@ -136,8 +154,14 @@ def test_training_learns_and_is_deterministic(digits):
 
 
 def test_predict_many_matches_single_models(digits):
-    ens = fit_many("convnet", digits, _labels(digits, 3), Recipe(steps=3, batch_size=32),
-                   seeds=0, model_kwargs={"widths": (8, 16)})
+    ens = fit_many(
+        "convnet",
+        digits,
+        _labels(digits, 3),
+        Recipe(steps=3, batch_size=32),
+        seeds=0,
+        model_kwargs={"widths": (8, 16)},
+    )
     idx = digits.split("test")[:50]
     logits = predict_many(ens, digits, idx, batch_size=16)
     x = digits.normalize(digits.images[idx])
@@ -152,8 +176,7 @@ def test_mask_equals_training_on_the_subset(digits):
     mask[0, train[::3]] = True
     recipe = Recipe(optimizer="sgd", lr=0.05, epochs=3, batch_size=50)
     a = fit_many("mlp", digits, labels, recipe, seeds=1, masks=mask, model_kwargs=SMALL)
-    b = fit_many("mlp", digits, labels, recipe, seeds=1, train_idx=train[::3],
-                 model_kwargs=SMALL)
+    b = fit_many("mlp", digits, labels, recipe, seeds=1, train_idx=train[::3], model_kwargs=SMALL)
     for k in a.params:
         assert torch.equal(a.params[k], b.params[k])
     c = fit_many("mlp", digits, labels, recipe, seeds=1, model_kwargs=SMALL)
@@ -164,10 +187,23 @@ def test_weights_scale_the_loss(digits):
     """Plain SGD with every weight 2 is plain SGD with twice the learning rate."""
     labels = _labels(digits, 1)
     w = torch.full((1, len(digits)), 2.0)
-    a = fit_many("mlp", digits, labels, Recipe(optimizer="sgd", lr=0.01, momentum=0,
-                 steps=10, batch_size=64), seeds=0, weights=w, model_kwargs=SMALL)
-    b = fit_many("mlp", digits, labels, Recipe(optimizer="sgd", lr=0.02, momentum=0,
-                 steps=10, batch_size=64), seeds=0, model_kwargs=SMALL)
+    a = fit_many(
+        "mlp",
+        digits,
+        labels,
+        Recipe(optimizer="sgd", lr=0.01, momentum=0, steps=10, batch_size=64),
+        seeds=0,
+        weights=w,
+        model_kwargs=SMALL,
+    )
+    b = fit_many(
+        "mlp",
+        digits,
+        labels,
+        Recipe(optimizer="sgd", lr=0.02, momentum=0, steps=10, batch_size=64),
+        seeds=0,
+        model_kwargs=SMALL,
+    )
     assert _max_rel(a.params, b.params) < 1e-5
     # zero weight on class 1: the model does not learn to recognise it
     held = digits.split("heldout")
@@ -184,10 +220,12 @@ def test_weights_scale_the_loss(digits):
 def test_shared_order_means_same_batches(digits):
     labels = _labels(digits, 2)
     recipe = Recipe(optimizer="sgd", lr=0.05, steps=15, batch_size=64)
-    same = fit_many("mlp", digits, labels[[0, 0]], recipe, seeds=[5, 5], order_seeds=[9, 9],
-                    model_kwargs=SMALL)
-    diff = fit_many("mlp", digits, labels[[0, 0]], recipe, seeds=[5, 5], order_seeds=[9, 10],
-                    model_kwargs=SMALL)
+    same = fit_many(
+        "mlp", digits, labels[[0, 0]], recipe, seeds=[5, 5], order_seeds=[9, 9], model_kwargs=SMALL
+    )
+    diff = fit_many(
+        "mlp", digits, labels[[0, 0]], recipe, seeds=[5, 5], order_seeds=[9, 10], model_kwargs=SMALL
+    )
     assert torch.equal(same.params["head.weight"][0], same.params["head.weight"][1])
     assert not torch.equal(diff.params["head.weight"][0], diff.params["head.weight"][1])
 
@@ -204,18 +242,26 @@ def test_bad_shapes_raise(digits):
     with pytest.raises(TaskspaceError, match="entries per model"):
         fit_many("mlp", digits, torch.zeros(2, 10, dtype=torch.long), "fast")
     with pytest.raises(TaskspaceError, match="weights must have shape"):
-        fit_many("mlp", digits, torch.zeros(2, len(digits), dtype=torch.long), "fast",
-                 weights=torch.ones(3, len(digits)))
+        fit_many(
+            "mlp",
+            digits,
+            torch.zeros(2, len(digits), dtype=torch.long),
+            "fast",
+            weights=torch.ones(3, len(digits)),
+        )
     with pytest.raises(TaskspaceError, match="unknown recipe"):
         fit_many("mlp", digits, torch.zeros(1, len(digits), dtype=torch.long), "slowest")
 
 
-@pytest.mark.parametrize("cfg", [
-    dict(optimizer="sgd", momentum=0.9, weight_decay=1e-3),
-    dict(optimizer="sgd", momentum=0.9, nesterov=True),
-    dict(optimizer="sgd", momentum=0.0),
-    dict(optimizer="adam", weight_decay=1e-3),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(optimizer="sgd", momentum=0.9, weight_decay=1e-3),
+        dict(optimizer="sgd", momentum=0.9, nesterov=True),
+        dict(optimizer="sgd", momentum=0.0),
+        dict(optimizer="adam", weight_decay=1e-3),
+    ],
+)
 def test_stacked_optimizer_matches_torch_optim(cfg):
     """Given identical gradients, both code paths of the stacked optimiser (all models in
     step, and one model frozen for a step) follow torch.optim's updates."""
@@ -227,9 +273,15 @@ def test_stacked_optimizer_matches_torch_optim(cfg):
     stacked = w0.clone().requires_grad_()
     singles = [w0[m].clone().requires_grad_() for m in range(3)]
     make = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.SGD
-    extra = ({"weight_decay": recipe.weight_decay} if recipe.optimizer == "adam" else
-             {"momentum": recipe.momentum, "nesterov": recipe.nesterov,
-              "weight_decay": recipe.weight_decay})
+    extra = (
+        {"weight_decay": recipe.weight_decay}
+        if recipe.optimizer == "adam"
+        else {
+            "momentum": recipe.momentum,
+            "nesterov": recipe.nesterov,
+            "weight_decay": recipe.weight_decay,
+        }
+    )
     opts = [make([p], lr=recipe.lr, **extra) for p in singles]
     opt = StackedOptimizer([stacked], recipe)
     for step in range(6):
@@ -242,8 +294,7 @@ def test_stacked_optimizer_matches_torch_optim(cfg):
                 singles[m].grad = grad[m].clone()
                 opts[m].step()
     for m in range(3):
-        torch.testing.assert_close(stacked[m].detach(), singles[m].detach(), rtol=1e-6,
-                                   atol=1e-7)
+        torch.testing.assert_close(stacked[m].detach(), singles[m].detach(), rtol=1e-6, atol=1e-7)
 
 
 def test_cpu_chunks_are_cache_sized():

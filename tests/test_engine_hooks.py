@@ -39,26 +39,59 @@ def test_evaluate_keeps_the_best_model_by_worst_group_accuracy(digits):
     val = digits.split("heldout")
     metrics = {"acc": Accuracy(labels), "wga": WorstGroupAccuracy(labels, groups)}
     recipe = Recipe(optimizer="sgd", lr=0.2, momentum=0.9, epochs=4, batch_size=64)
-    hooks = {b: Evaluate({"val": val, "train": digits.split("train")[:200]}, metrics,
-                         select=("val", "wga")) for b in (True, False)}
-    ens = {b: fit_many("mlp", digits, labels, recipe, seeds=[1, 2], batched=b,
-                       hooks=[hooks[b]], model_kwargs=SMALL) for b in (True, False)}
+    hooks = {
+        b: Evaluate(
+            {"val": val, "train": digits.split("train")[:200]}, metrics, select=("val", "wga")
+        )
+        for b in (True, False)
+    }
+    ens = {
+        b: fit_many(
+            "mlp",
+            digits,
+            labels,
+            recipe,
+            seeds=[1, 2],
+            batched=b,
+            hooks=[hooks[b]],
+            model_kwargs=SMALL,
+        )
+        for b in (True, False)
+    }
     rows = hooks[True].history
     assert len(rows) == 2 * 4 * 2 * 2  # models x epochs x sets x metrics
     assert sorted({r["epoch"] for r in rows if r["model"] == 0}) == pytest.approx(
-        [1, 2, 3, 4], abs=0.1)
+        [1, 2, 3, 4], abs=0.1
+    )
     for r, s in zip(rows, hooks[False].history):
         assert (r["model"], r["step"], r["set"], r["metric"]) == (
-            s["model"], s["step"], s["set"], s["metric"])
+            s["model"],
+            s["step"],
+            s["set"],
+            s["metric"],
+        )
         assert r["value"] == pytest.approx(s["value"], abs=0.02)
     wga = WorstGroupAccuracy(labels, groups)(predict_many(ens[True], digits, val), val, [0, 1])
     for m in range(2):
         best, step = hooks[True].best[m]
-        ours = [r["value"] for r in rows if r["model"] == m and r["set"] == "val"
-                and r["metric"] == "wga"]
+        ours = [
+            r["value"]
+            for r in rows
+            if r["model"] == m and r["set"] == "val" and r["metric"] == "wga"
+        ]
         assert best == max(ours) and float(wga[m]) == pytest.approx(best, abs=1e-6)
-        assert best <= min(r["value"] for r in rows if r["model"] == m and r["set"] == "val"
-                           and r["metric"] == "acc" and r["step"] == step) + 1e-9
+        assert (
+            best
+            <= min(
+                r["value"]
+                for r in rows
+                if r["model"] == m
+                and r["set"] == "val"
+                and r["metric"] == "acc"
+                and r["step"] == step
+            )
+            + 1e-9
+        )
 
 
 class Crash(Hook):
@@ -85,18 +118,39 @@ def _resumable_fit(digits, batched: bool, hooks: list[Hook]) -> Ensemble:  # noq
     sampler, Group DRO's state and an evaluation hook that keeps the best models."""
     labels = _labels(digits, 3)
     g = torch.Generator().manual_seed(0)
-    recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, epochs=1,
-                    batch_size=64, augment=True, crop_padding=1, schedule="cosine")
-    return fit_many("mlp", digits, labels, recipe, seeds=[1, 2, 3], order_seeds=[0, 0, 1],
-                    groups=_groups(digits, labels), objective=GroupDRO(eta=0.3),
-                    sampler=WeightedWithReplacement(torch.rand(len(digits), generator=g), 640),
-                    chunk_size=2, batched=batched, hooks=hooks, model_kwargs=SMALL)
+    recipe = Recipe(
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+        epochs=1,
+        batch_size=64,
+        augment=True,
+        crop_padding=1,
+        schedule="cosine",
+    )
+    return fit_many(
+        "mlp",
+        digits,
+        labels,
+        recipe,
+        seeds=[1, 2, 3],
+        order_seeds=[0, 0, 1],
+        groups=_groups(digits, labels),
+        objective=GroupDRO(eta=0.3),
+        sampler=WeightedWithReplacement(torch.rand(len(digits), generator=g), 640),
+        chunk_size=2,
+        batched=batched,
+        hooks=hooks,
+        model_kwargs=SMALL,
+    )
 
 
 def _evaluate(digits) -> Evaluate:  # noqa: ANN001
     labels = _labels(digits, 3)
-    return Evaluate({"val": digits.split("heldout")}, {"acc": Accuracy(labels)}, every=4,
-                    select=("val", "acc"))
+    return Evaluate(
+        {"val": digits.split("heldout")}, {"acc": Accuracy(labels)}, every=4, select=("val", "acc")
+    )
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -120,33 +174,55 @@ def test_fit_resumed_from_a_checkpoint_equals_an_uninterrupted_fit(digits, tmp_p
         assert count.steps == (10 - 5) + (10 if crash.chunk == 0 else 0)  # 10 steps a chunk
         again = CountSteps()  # a finished fit: nothing left to train
         done = _resumable_fit(digits, batched, [_evaluate(digits), again, Checkpoint(path, 5)])
-        assert again.steps == 0 and torch.equal(done.params["head.weight"],
-                                                whole.params["head.weight"])
+        assert again.steps == 0 and torch.equal(
+            done.params["head.weight"], whole.params["head.weight"]
+        )
 
 
 def test_checkpoint_of_another_fit_is_refused(digits, tmp_path):
     path = tmp_path / "fit.safetensors"
     recipe = Recipe(optimizer="sgd", lr=0.05, steps=3, batch_size=64)
-    fit_many("mlp", digits, _labels(digits, 1), recipe, hooks=[Checkpoint(path, 2)],
-             model_kwargs=SMALL)
+    fit_many(
+        "mlp", digits, _labels(digits, 1), recipe, hooks=[Checkpoint(path, 2)], model_kwargs=SMALL
+    )
     with pytest.raises(TaskspaceError, match="other arguments"):
-        fit_many("mlp", digits, _labels(digits, 2)[1:], recipe, hooks=[Checkpoint(path, 2)],
-                 model_kwargs=SMALL)
+        fit_many(
+            "mlp",
+            digits,
+            _labels(digits, 2)[1:],
+            recipe,
+            hooks=[Checkpoint(path, 2)],
+            model_kwargs=SMALL,
+        )
 
 
 def test_log_hook_reports_losses(digits, caplog):
     recipe = Recipe(optimizer="sgd", lr=0.05, steps=4, batch_size=64)
     with caplog.at_level(logging.INFO, logger="taskspace.engine"):
-        fit_many("mlp", digits, _labels(digits, 2), recipe, hooks=[Log(every=2)],
-                 mlp_step=False, model_kwargs=SMALL)
+        fit_many(
+            "mlp",
+            digits,
+            _labels(digits, 2),
+            recipe,
+            hooks=[Log(every=2)],
+            mlp_step=False,
+            model_kwargs=SMALL,
+        )
     lines = [r.getMessage() for r in caplog.records]
     assert "chunk 0 step 4/4 loss" in lines[1] and len(lines) == 3
 
 
 def test_ensemble_save_load_round_trips_predictions(digits, tmp_path):
     labels = torch.stack([_labels(digits, 2).T] * 2)  # [2, N, 2]: two heads each
-    ens = fit_many("convnet", digits, labels, Recipe(steps=3, batch_size=32), seeds=0,
-                   objective=MultiTask(), model_kwargs={"widths": (8, 16)})
+    ens = fit_many(
+        "convnet",
+        digits,
+        labels,
+        Recipe(steps=3, batch_size=32),
+        seeds=0,
+        objective=MultiTask(),
+        model_kwargs={"widths": (8, 16)},
+    )
     sidecar = ens.save(tmp_path / "stage1")
     meta = json.loads(sidecar.read_text())
     assert meta["model_name"] == "convnet" and meta["num_tasks"] == 2
@@ -161,13 +237,20 @@ def test_ensemble_save_load_round_trips_predictions(digits, tmp_path):
 
 
 def test_state_files_round_trip_nested_state(tmp_path):
-    tree = {"opt": {0: {"step": torch.tensor(3.0), "buf": torch.ones(2, 3)}},
-            "seen": torch.tensor([True, False]), "betas": (0.9, 0.99), "lr": 0.1,
-            "rows": [{"a": None, "b": "x"}], "gen": torch.Generator().get_state()}
+    tree = {
+        "opt": {0: {"step": torch.tensor(3.0), "buf": torch.ones(2, 3)}},
+        "seen": torch.tensor([True, False]),
+        "betas": (0.9, 0.99),
+        "lr": 0.1,
+        "rows": [{"a": None, "b": "x"}],
+        "gen": torch.Generator().get_state(),
+    }
     skeleton, tensors = flatten_state(tree)
     assert json.loads(json.dumps(skeleton)) == skeleton
-    for back in (unflatten_state(skeleton, tensors),
-                 load_state(save_state(tmp_path / "s.safetensors", tree))):
+    for back in (
+        unflatten_state(skeleton, tensors),
+        load_state(save_state(tmp_path / "s.safetensors", tree)),
+    ):
         assert back["betas"] == (0.9, 0.99) and back["rows"] == tree["rows"]
         assert list(back["opt"]) == [0] and torch.equal(back["opt"][0]["buf"], torch.ones(2, 3))
         assert torch.equal(back["seen"], tree["seen"]) and torch.equal(back["gen"], tree["gen"])

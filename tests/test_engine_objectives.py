@@ -26,9 +26,18 @@ from test_engine import SMALL, _labels, _max_rel
 
 def _batch(y: torch.Tensor, groups: torch.Tensor, active: list[bool]) -> Batch:
     m, b = y.shape
-    return Batch(members=list(range(m)), idx=torch.arange(m * b).view(m, b), x=torch.zeros(b),
-                 y=y, w=None, groups=groups, shared=True, step=0,
-                 active=torch.tensor(active), epoch_start=torch.ones(m, dtype=torch.bool))
+    return Batch(
+        members=list(range(m)),
+        idx=torch.arange(m * b).view(m, b),
+        x=torch.zeros(b),
+        y=y,
+        w=None,
+        groups=groups,
+        shared=True,
+        step=0,
+        active=torch.tensor(active),
+        epoch_start=torch.ones(m, dtype=torch.bool),
+    )
 
 
 def test_group_dro_q_update_matches_hand_computation():
@@ -42,17 +51,25 @@ def test_group_dro_q_update_matches_hand_computation():
     counts = torch.tensor([[100.0, 25.0, 4.0]] * 3, dtype=torch.float64)
     state = {"q": q0.clone(), "group_counts": counts}
     eta, adj = 0.1, 0.5
-    loss = GroupDRO(eta=eta, adjustment=adj).loss(logits, _batch(y, groups, [True, True, False]),
-                                                  state)
+    loss = GroupDRO(eta=eta, adjustment=adj).loss(
+        logits, _batch(y, groups, [True, True, False]), state
+    )
     for m in range(2):
-        ce = [-math.log(math.exp(logits[m, b, y[m, b]].item())
-                        / sum(math.exp(v) for v in logits[m, b].tolist())) for b in range(6)]
+        ce = [
+            -math.log(
+                math.exp(logits[m, b, y[m, b]].item())
+                / sum(math.exp(v) for v in logits[m, b].tolist())
+            )
+            for b in range(6)
+        ]
         l_g = []
         for k in range(3):
             members = [ce[b] for b in range(6) if groups[m, b] == k]
             l_g.append(sum(members) / len(members) if members else 0.0)
-        q = [q0[m, k].item() * math.exp(eta * (l_g[k] + adj / math.sqrt(counts[m, k].item())))
-             for k in range(3)]
+        q = [
+            q0[m, k].item() * math.exp(eta * (l_g[k] + adj / math.sqrt(counts[m, k].item())))
+            for k in range(3)
+        ]
         q = [v / sum(q) for v in q]
         assert state["q"][m].tolist() == pytest.approx(q, rel=1e-12)
         assert loss[m].item() == pytest.approx(sum(a * b for a, b in zip(q, l_g)), rel=1e-12)
@@ -79,8 +96,7 @@ def test_group_dro_trains_batched_like_the_loop(digits):
     a = fit_many("mlp", digits, labels, recipe, objective=dro, batched=True, **kw)
     b = fit_many("mlp", digits, labels, recipe, objective=dro, batched=False, **kw)
     assert _max_rel(a.params, b.params) < 1e-4  # q's exponentials amplify float rounding
-    torch.testing.assert_close(a.objective_state["q"], b.objective_state["q"], rtol=1e-5,
-                               atol=1e-7)
+    torch.testing.assert_close(a.objective_state["q"], b.objective_state["q"], rtol=1e-5, atol=1e-7)
     q = a.objective_state["q"]
     assert q.shape == (3, 4) and torch.allclose(q.sum(1), torch.ones(3))
     assert float((q - 0.25).abs().max()) > 0.01  # q moved
@@ -100,8 +116,7 @@ def test_multi_head_gives_each_head_its_own_gradient_and_the_trunk_the_sum(digit
     t_count, seeds = 3, [7, 8]
     labels = torch.stack([_labels(digits, 4)[[0, 1, 2]].T, _labels(digits, 4)[[3, 2, 0]].T])
     recipe = Recipe(optimizer="sgd", lr=1.0, momentum=0.0, steps=1, batch_size=64)
-    ens = fit_many("mlp", digits, labels, recipe, seeds=seeds, batched=batched,
-                   model_kwargs=SMALL)
+    ens = fit_many("mlp", digits, labels, recipe, seeds=seeds, batched=batched, model_kwargs=SMALL)
     assert ens.num_outputs == 2 * t_count and ens.num_tasks == t_count
     start = init_models("mlp", 2 * t_count, seeds, digits, **SMALL)
     for m, net in enumerate(start):
@@ -118,8 +133,9 @@ def test_multi_head_gives_each_head_its_own_gradient_and_the_trunk_the_sum(digit
             if k.startswith("head."):
                 for t in range(t_count):
                     rows = slice(2 * t, 2 * t + 2)
-                    torch.testing.assert_close(moved[k][rows], per_task[t][k][rows],
-                                               rtol=1e-4, atol=1e-6)
+                    torch.testing.assert_close(
+                        moved[k][rows], per_task[t][k][rows], rtol=1e-4, atol=1e-6
+                    )
             else:
                 total = sum(g[k] for g in per_task)
                 torch.testing.assert_close(moved[k], total, rtol=1e-4, atol=1e-6)
@@ -129,9 +145,13 @@ def test_multi_task_bce_and_static_weights_batched_equals_loop(digits):
     labels = torch.stack([_labels(digits, 4)[:3].T, _labels(digits, 4)[1:].T])  # [2, N, 3]
     recipe = Recipe(optimizer="sgd", lr=0.1, momentum=0.9, epochs=2, batch_size=128)
     per_model = torch.tensor([[1.0, 0.0, 1.0], [0.2, 1.0, 1.0]])
-    cases = [(MultiTask(task_loss="bce", weighting=StaticWeights([1.0, 0.5, 2.0])),
-              torch.tensor([[1.0, 0.5, 2.0]] * 2)),
-             (MultiTask(weighting=StaticWeights(per_model)), per_model)]
+    cases = [
+        (
+            MultiTask(task_loss="bce", weighting=StaticWeights([1.0, 0.5, 2.0])),
+            torch.tensor([[1.0, 0.5, 2.0]] * 2),
+        ),
+        (MultiTask(weighting=StaticWeights(per_model)), per_model),
+    ]
     for objective, weights in cases:
         kw = dict(seeds=[1, 2], objective=objective, model_kwargs=SMALL)
         a = fit_many("mlp", digits, labels, recipe, batched=True, **kw)
@@ -142,8 +162,11 @@ def test_multi_task_bce_and_static_weights_batched_equals_loop(digits):
         torch.testing.assert_close(a.objective_state["task_weights"], weights)
         # every head learns its task, except model 0's head for task 1 (weight 0)
         held = digits.split("heldout")
-        acc = (_predict_heads(a, digits, held).argmax(-1) if objective.task_loss == "ce"
-               else (_predict_heads(a, digits, held)[..., 0] > 0).long())
+        acc = (
+            _predict_heads(a, digits, held).argmax(-1)
+            if objective.task_loss == "ce"
+            else (_predict_heads(a, digits, held)[..., 0] > 0).long()
+        )
         acc = (acc == labels[:, held]).float().mean(1)
         learnt = weights > 0
         assert bool((acc[learnt] > 0.8).all()), acc
@@ -160,8 +183,16 @@ def _predict_heads(ens, digits, idx: torch.Tensor) -> torch.Tensor:  # noqa: ANN
 def test_single_task_multitask_equals_cross_entropy(digits):
     labels = _labels(digits, 2)
     recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, epochs=1, batch_size=64)
-    a = fit_many("mlp", digits, labels, recipe, seeds=0, objective=CrossEntropy(),
-                 mlp_step=False, model_kwargs=SMALL)
+    a = fit_many(
+        "mlp",
+        digits,
+        labels,
+        recipe,
+        seeds=0,
+        objective=CrossEntropy(),
+        mlp_step=False,
+        model_kwargs=SMALL,
+    )
     b = fit_many("mlp", digits, labels[..., None], recipe, seeds=0, model_kwargs=SMALL)
     assert _max_rel(a.params, b.params) < 1e-5
 

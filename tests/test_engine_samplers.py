@@ -47,8 +47,9 @@ def test_weighted_stream_draws_what_weighted_random_sampler_draws():
     pool = torch.randperm(500, generator=g)[:300]
     w = torch.rand(300, generator=g) ** 3
     stream = WeightedStream(pool, w, seed=11)
-    wrs = WeightedRandomSampler(w, 300, replacement=True,
-                                generator=torch.Generator().manual_seed(11))
+    wrs = WeightedRandomSampler(
+        w, 300, replacement=True, generator=torch.Generator().manual_seed(11)
+    )
     assert torch.equal(stream.next(300), pool[torch.tensor(list(wrs))])
 
 
@@ -59,9 +60,16 @@ def test_weighted_sampler_frequencies_match_the_weights(digits):
     g = torch.Generator().manual_seed(3)
     weights = torch.rand(len(digits), generator=g) * (1 + digits.classes.float())  # skewed
     rec = RecordBatches()
-    fit_many("mlp", digits, _labels(digits, 1), Recipe(optimizer="sgd", lr=0.01, steps=100,
-             batch_size=256), seeds=0, sampler=WeightedWithReplacement(weights), hooks=[rec],
-             model_kwargs=TINY)
+    fit_many(
+        "mlp",
+        digits,
+        _labels(digits, 1),
+        Recipe(optimizer="sgd", lr=0.01, steps=100, batch_size=256),
+        seeds=0,
+        sampler=WeightedWithReplacement(weights),
+        hooks=[rec],
+        model_kwargs=TINY,
+    )
     seen = rec.seen(0)
     assert len(seen) == 100 * 256 and bool(torch.isin(seen, train).all())
     observed = torch.bincount(digits.classes[seen], minlength=10).double()
@@ -83,8 +91,16 @@ def test_index_lists_train_on_exactly_those_examples_with_repeats(digits):
     other = train[200:320]  # a second model with its own (SUBG-like) list: 3 batches
     rec = RecordBatches()
     recipe = Recipe(optimizer="sgd", lr=0.05, epochs=2, batch_size=40)
-    fit_many("mlp", digits, _labels(digits, 2), recipe, seeds=[1, 2],
-             sampler=IndexLists([upsampled, other]), hooks=[rec], model_kwargs=TINY)
+    fit_many(
+        "mlp",
+        digits,
+        _labels(digits, 2),
+        recipe,
+        seeds=[1, 2],
+        sampler=IndexLists([upsampled, other]),
+        hooks=[rec],
+        model_kwargs=TINY,
+    )
     assert len(rec.idx[0]) == 14 and len(rec.idx[1]) == 6
     first_epoch = Counter(rec.seen(0)[:280].tolist())
     assert first_epoch == Counter(upsampled.tolist())
@@ -93,17 +109,31 @@ def test_index_lists_train_on_exactly_those_examples_with_repeats(digits):
     assert Counter(rec.seen(1).tolist()) == Counter(other.repeat(2).tolist())
     assert rec.epoch_start[0] == [s in (0, 7) for s in range(14)]
     with pytest.raises(TaskspaceError, match="leave train_idx and masks unset"):
-        fit_many("mlp", digits, _labels(digits, 1), recipe, sampler=IndexLists(base),
-                 masks=torch.ones(1, len(digits), dtype=torch.bool))
+        fit_many(
+            "mlp",
+            digits,
+            _labels(digits, 1),
+            recipe,
+            sampler=IndexLists(base),
+            masks=torch.ones(1, len(digits), dtype=torch.bool),
+        )
 
 
 def test_group_balanced_sampler_balances_groups(digits):
     """A 10%-group is drawn as often as the 90%-group."""
     groups = (digits.classes == 0).long()
     rec = RecordBatches()
-    fit_many("mlp", digits, _labels(digits, 1), Recipe(optimizer="sgd", lr=0.01, steps=40,
-             batch_size=256), seeds=0, groups=groups, sampler=GroupBalanced(), hooks=[rec],
-             model_kwargs=TINY)
+    fit_many(
+        "mlp",
+        digits,
+        _labels(digits, 1),
+        Recipe(optimizer="sgd", lr=0.01, steps=40, batch_size=256),
+        seeds=0,
+        groups=groups,
+        sampler=GroupBalanced(),
+        hooks=[rec],
+        model_kwargs=TINY,
+    )
     counts = torch.bincount(groups[rec.seen(0)], minlength=2).numpy()
     assert chisquare(counts, [counts.sum() / 2] * 2).pvalue > 0.01
     share = float(groups[digits.split("train")].float().mean())
@@ -119,8 +149,9 @@ def _pair_weights(d) -> torch.Tensor:  # noqa: ANN001
 SAMPLERS = {
     "weighted": lambda d: WeightedWithReplacement(_pair_weights(d)),
     "group_balanced": lambda d: GroupBalanced(groups=d.classes % 3),
-    "index_lists": lambda d: IndexLists([d.split("train")[:300], d.split("train")[:300],
-                                         torch.cat([d.split("train")[100:400]] * 2)]),
+    "index_lists": lambda d: IndexLists(
+        [d.split("train")[:300], d.split("train")[:300], torch.cat([d.split("train")[100:400]] * 2)]
+    ),
 }
 
 
@@ -128,11 +159,20 @@ SAMPLERS = {
 def test_samplers_batched_equals_loop_and_pairs_share_batches(digits, name):
     """Every sampler: the batched engine gives the loop's parameters, and two models with
     equal seeds, order seeds and examples read the same batches (identical parameters)."""
-    recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, epochs=1,
-                    batch_size=64, augment=True, crop_padding=1)
+    recipe = Recipe(
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        epochs=1,
+        batch_size=64,
+        augment=True,
+        crop_padding=1,
+    )
     labels = _labels(digits, 3)[[0, 0, 1]]
-    kw = dict(seeds=[5, 5, 6], order_seeds=[0, 0, 1], sampler=SAMPLERS[name](digits),
-              model_kwargs=SMALL)
+    kw = dict(
+        seeds=[5, 5, 6], order_seeds=[0, 0, 1], sampler=SAMPLERS[name](digits), model_kwargs=SMALL
+    )
     a = fit_many("mlp", digits, labels, recipe, batched=True, **kw)
     b = fit_many("mlp", digits, labels, recipe, batched=False, **kw)
     assert _max_rel(a.params, b.params) < 1e-5

@@ -17,11 +17,19 @@ from taskspace.discovery import (
 
 def _trainer(ds, *, steps: int = 3, **kw) -> MetaTrainer:
     torch.manual_seed(0)
-    enc = TaskEncoder("mlp", in_channels=1, image_size=8, dim=4, num_tasks=4,
-                      model_kwargs={"widths": [16]})
+    enc = TaskEncoder(
+        "mlp", in_channels=1, image_size=8, dim=4, num_tasks=4, model_kwargs={"widths": [16]}
+    )
     learners = InnerLearners("mlp", in_channels=1, image_size=8, model_kwargs={"widths": [8]})
-    s = MetaSettings(inner_steps=steps, inner_lr=0.5, batch_size=16, eval_batch_size=24,
-                     heads_per_step=2, uniformity=0.0, **kw)
+    s = MetaSettings(
+        inner_steps=steps,
+        inner_lr=0.5,
+        batch_size=16,
+        eval_batch_size=24,
+        heads_per_step=2,
+        uniformity=0.0,
+        **kw,
+    )
     return MetaTrainer(enc, learners, ds, s, dtype=torch.float64)
 
 
@@ -60,10 +68,10 @@ def test_first_order_matches_finite_differences_of_its_definition(digits):
     p0, b0 = learners.init([3, 4], torch.float64)
     names = list(p0)
     steps, lr, temp = 3, 0.5, 2.0
-    idx = torch.randperm(len(digits), generator=g)[:steps * 24 + 32]
+    idx = torch.randperm(len(digits), generator=g)[: steps * 24 + 32]
     x_all = digits.normalize(digits.images[idx]).double()
-    xs = [x_all[t * 24:(t + 1) * 24].view(2, 12, 1, 8, 8) for t in range(steps)]
-    xv = x_all[steps * 24:]
+    xs = [x_all[t * 24 : (t + 1) * 24].view(2, 12, 1, 8, 8) for t in range(steps)]
+    xv = x_all[steps * 24 :]
     theta = (0.3 * torch.randn(64, generator=g, dtype=torch.float64)).requires_grad_(True)
 
     def labels(th: torch.Tensor) -> list[torch.Tensor]:

@@ -15,10 +15,10 @@ def test_label_flip_changes_the_meta_loss_for_fixed_inits(digits):
     g = torch.Generator().manual_seed(0)
     learners = InnerLearners("mlp", in_channels=1, image_size=8, model_kwargs={"widths": [8]})
     p0, b0 = learners.init([5, 6], torch.float64)
-    idx = torch.randperm(len(digits), generator=g)[:3 * 32 + 64]
+    idx = torch.randperm(len(digits), generator=g)[: 3 * 32 + 64]
     x = digits.normalize(digits.images[idx]).double()
-    xs = [x[t * 32:(t + 1) * 32].view(2, 16, 1, 8, 8) for t in range(3)]
-    xv = x[3 * 32:]
+    xs = [x[t * 32 : (t + 1) * 32].view(2, 16, 1, 8, 8) for t in range(3)]
+    xv = x[3 * 32 :]
     theta = (0.3 * torch.randn(64, generator=g, dtype=torch.float64)).requires_grad_(True)
     temp = 5.0
 

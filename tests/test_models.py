@@ -99,8 +99,9 @@ def test_convnet_flatten_head_sees_the_whole_feature_map() -> None:
         model(torch.randn(2, 3, 12, 12))
     with pytest.raises(TaskspaceError, match="pool must be"):
         create_model("convnet", 2, pool="max")
-    digits = create_model("convnet", 2, in_channels=1, image_size=8, widths=(4, 4, 4, 4),
-                          pool="flatten")
+    digits = create_model(
+        "convnet", 2, in_channels=1, image_size=8, widths=(4, 4, 4, 4), pool="flatten"
+    )
     assert digits(torch.randn(3, 1, 8, 8)).shape == (3, 2)  # 8 -> 4 -> 2 -> 1 -> 1
 
 

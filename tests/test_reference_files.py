@@ -56,8 +56,21 @@ def write_torchvision_cifar(root: Path) -> Path:
         labels = [(3 * b + j) % 10 for j in range(PER_BATCH)]
         with (folder / name).open("wb") as f:
             pickle.dump({b"data": data, b"labels": labels}, f, protocol=2)
-    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog",
-                                  "frog", "horse", "ship", "truck")]
+    names = [
+        n.encode()
+        for n in (
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        )
+    ]
     with (folder / "batches.meta").open("wb") as f:
         pickle.dump({b"label_names": names}, f, protocol=2)
     return root
@@ -103,14 +116,27 @@ def test_cli_agreement_reference_csv_on_torchvision_folder(tmp_path: Path, capsy
     root = write_torchvision_cifar(tmp_path / "data")
     tasks_csv = write_reference_csv(tmp_path / "ssl.csv")
     out = tmp_path / "run"
-    code = cli(["agreement", "data=cifar10", f"data.root={root}", f"tasks={tasks_csv},human",
-                "num_tasks=1", *FAST, f"out={out}"])
+    code = cli(
+        [
+            "agreement",
+            "data=cifar10",
+            f"data.root={root}",
+            f"tasks={tasks_csv},human",
+            "num_tasks=1",
+            *FAST,
+            f"out={out}",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     rows = list(csv.DictReader((out / "agreement.csv").open()))
     scored = {(r["kind"], r["task"], r["split"]) for r in rows}
     human = next(t for k, t, _ in scored if k == "human")
-    assert scored == {("table", "ssl-0", "heldout"), ("table", "ssl-1", "heldout"),
-                      ("human", human, "heldout"), ("human", human, "test")}
+    assert scored == {
+        ("table", "ssl-0", "heldout"),
+        ("table", "ssl-1", "heldout"),
+        ("human", human, "heldout"),
+        ("human", human, "test"),
+    }
     tasks = load_tasks(out / "tasks.npz")
     ds = load_dataset("cifar10", root)
     file_rows = reference_labels()
@@ -147,15 +173,22 @@ def test_reference_row_count_equal_to_dataset_size_is_ambiguous(tmp_path: Path) 
     assert torch.equal(as_rows.labels.T, torch.from_numpy(reference_labels()))
 
 
-def test_cli_agreement_reference_csv_refused_on_imagefolder_tree(tmp_path: Path,
-                                                                 capsys) -> None:
+def test_cli_agreement_reference_csv_refused_on_imagefolder_tree(tmp_path: Path, capsys) -> None:
     """Done-when: the same command on a JPEG/PNG ImageFolder tree exits 2 with one line
     that says why (not torchvision's order) and what to do (the python-batch folder)."""
     root = write_cifar_tree(tmp_path / "tree")
     tasks_csv = write_reference_csv(tmp_path / "ssl.csv")
     out = tmp_path / "run"
-    code = cli(["agreement", "data=cifar10", f"data.root={root}", f"tasks={tasks_csv}", *FAST,
-                f"out={out}"])
+    code = cli(
+        [
+            "agreement",
+            "data=cifar10",
+            f"data.root={root}",
+            f"tasks={tasks_csv}",
+            *FAST,
+            f"out={out}",
+        ]
+    )
     err = one_error_line(capsys)
     assert code == 2
     assert "ImageFolder tree" in err and "not torchvision's order" in err
@@ -168,12 +201,21 @@ def full_torchvision_dataset(n_test: int = 10) -> ImageDataset:
     ids = [f"data_batch_{b}/{r:05d}" for b in range(1, 6) for r in range(10_000)]
     ids += [f"test_batch/{r:05d}" for r in range(n_test)]
     n = len(ids)
-    return ImageDataset("cifar10", torch.zeros(n, 1, 1, 1, dtype=torch.uint8), (0.5,), (0.5,),
-                        torch.arange(n) % 10, [str(c) for c in range(10)],
-                        splits={"train": torch.arange(45_000),
-                                "heldout": torch.arange(45_000, 50_000),
-                                "test": torch.arange(50_000, n)},
-                        ids=ids, index_order="torchvision")
+    return ImageDataset(
+        "cifar10",
+        torch.zeros(n, 1, 1, 1, dtype=torch.uint8),
+        (0.5,),
+        (0.5,),
+        torch.arange(n) % 10,
+        [str(c) for c in range(10)],
+        splits={
+            "train": torch.arange(45_000),
+            "heldout": torch.arange(45_000, 50_000),
+            "test": torch.arange(50_000, n),
+        },
+        ids=ids,
+        index_order="torchvision",
+    )
 
 
 def test_export_tasks_csv_writes_reference_rows(tmp_path: Path) -> None:
@@ -213,15 +255,37 @@ def test_class_subset_files_need_their_format(tmp_path: Path, digits, capsys) ->
     with pytest.raises(TaskspaceError, match="row 0 repeats class id 3"):
         load_tasks(tmp_path / "repeats.npy", format="class_subsets", dataset=digits)
     out = tmp_path / "run"
-    assert cli(["agreement", "data=digits", f"tasks={tmp_path / 'subsets.npy'}", *FAST,
-                f"out={out}"]) == 2
+    assert (
+        cli(["agreement", "data=digits", f"tasks={tmp_path / 'subsets.npy'}", *FAST, f"out={out}"])
+        == 2
+    )
     assert "class_subsets" in one_error_line(capsys)
-    assert cli(["agreement", "data=digits", f"tasks={tmp_path / 'subsets.npy'}:class_subsets",
-                *FAST, f"out={out}"]) == 0
+    assert (
+        cli(
+            [
+                "agreement",
+                "data=digits",
+                f"tasks={tmp_path / 'subsets.npy'}:class_subsets",
+                *FAST,
+                f"out={out}",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader((out / "agreement.csv").open()))
     assert {r["task"] for r in rows} == {"subsets-000", "subsets-001"}
-    assert cli(["agreement", "data=digits", f"tasks={tmp_path / 'subsets.npy'}:subsets",
-                *FAST, f"out={tmp_path / 'r2'}"]) == 2
+    assert (
+        cli(
+            [
+                "agreement",
+                "data=digits",
+                f"tasks={tmp_path / 'subsets.npy'}:subsets",
+                *FAST,
+                f"out={tmp_path / 'r2'}",
+            ]
+        )
+        == 2
+    )
     assert "unknown task file format 'subsets'" in one_error_line(capsys)
 
 
@@ -231,8 +295,14 @@ def test_reference_tiny_imagenet_tasks_as_class_subsets() -> None:
     if not TINY_NPY.is_file():
         pytest.skip("reference tiny_imagenet_binary_tasks.npy absent")
     classes = torch.arange(200).repeat(3)
-    ds = ImageDataset("tiny", torch.zeros(600, 1, 1, 1, dtype=torch.uint8), (0.5,), (0.5,),
-                      classes, [str(c) for c in range(200)])
+    ds = ImageDataset(
+        "tiny",
+        torch.zeros(600, 1, 1, 1, dtype=torch.uint8),
+        (0.5,),
+        (0.5,),
+        classes,
+        [str(c) for c in range(200)],
+    )
     with pytest.raises(TaskspaceError, match="class_subsets"):
         load_tasks(TINY_NPY, dataset=ds)
     tasks = load_tasks(TINY_NPY, format="class_subsets", dataset=ds)
@@ -263,14 +333,23 @@ def test_cli_split_imports_reference_torch_file(tmp_path: Path, capsys) -> None:
     root = write_torchvision_cifar(tmp_path / "data")
     d = write_cifar_splits(tmp_path / "cifar_splits.torch")
     out = tmp_path / "split"
-    assert cli(["split", "data=cifar10", f"data.root={root}",
-                f"import_file={tmp_path / 'cifar_splits.torch'}", f"out={out}",
-                "progress=false"]) == 0, capsys.readouterr().err
+    assert (
+        cli(
+            [
+                "split",
+                "data=cifar10",
+                f"data.root={root}",
+                f"import_file={tmp_path / 'cifar_splits.torch'}",
+                f"out={out}",
+                "progress=false",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     ds = load_dataset("cifar10", root)
     tv = [torchvision_train_index(x) for x in ds.ids]
     rows = list(csv.DictReader((out / "splits.csv").open()))
-    assert [r["split"] for r in rows[:4]] == ["target0-0", "target0-1", "target11-0",
-                                               "target11-1"]
+    assert [r["split"] for r in rows[:4]] == ["target0-0", "target0-1", "target11-0", "target11-1"]
     s = load_split(out / "splits" / rows[2]["file"], len(ds))
     assert sorted(tv[i] for i in s.train_idx.tolist()) == sorted(d[11][0][0].tolist())
     assert sorted(tv[i] for i in s.test_idx.tolist()) == sorted(d[11][0][1].tolist())
@@ -282,8 +361,9 @@ def test_cli_split_imports_reference_torch_file(tmp_path: Path, capsys) -> None:
     assert cli(["split-eval", f"splits={out}", *SPLIT_FAST, "pictures=0", f"out={ev}"]) == 0
     res = list(csv.DictReader((ev / "results.csv").open()))
     two_way = {(r["target"], r["type"]) for r in res if r["setting"] == "2-way"}
-    assert two_way == {(t, ty) for t in ("human-000", "human-011")
-                       for ty in ("adversarial", "random")}
+    assert two_way == {
+        (t, ty) for t in ("human-000", "human-011") for ty in ("adversarial", "random")
+    }
 
 
 def test_reference_torch_file_on_subset_drops_missing_images(tmp_path: Path) -> None:
@@ -296,17 +376,29 @@ def test_reference_torch_file_on_subset_drops_missing_images(tmp_path: Path) -> 
     s = import_splits(str(tmp_path / "cifar_splits.torch"), ds)[0]
     kept = {t for t in tv if t is not None}
     assert sorted(tv[i] for i in s.train_idx.tolist()) == sorted(
-        t for t in d[0][0][0].tolist() if t in kept)
+        t for t in d[0][0][0].tolist() if t in kept
+    )
     assert s.meta["dropped"] == 100 - 50 and len(s.train_idx) + len(s.test_idx) == 50
 
 
 def test_reference_torch_file_refused_on_imagefolder_tree(tmp_path: Path, capsys) -> None:
     root = write_cifar_tree(tmp_path / "tree")
-    torch.save({0: [(torch.tensor([0, 1, 2]), torch.tensor([3, 4]))]},
-               tmp_path / "cifar_splits.torch")
+    torch.save(
+        {0: [(torch.tensor([0, 1, 2]), torch.tensor([3, 4]))]}, tmp_path / "cifar_splits.torch"
+    )
     out = tmp_path / "split"
-    assert cli(["split", "data=cifar10", f"data.root={root}",
-                f"import_file={tmp_path / 'cifar_splits.torch'}", f"out={out}"]) == 2
+    assert (
+        cli(
+            [
+                "split",
+                "data=cifar10",
+                f"data.root={root}",
+                f"import_file={tmp_path / 'cifar_splits.torch'}",
+                f"out={out}",
+            ]
+        )
+        == 2
+    )
     err = one_error_line(capsys)
     assert "cifar_splits.torch indexes CIFAR's official training images" in err
     assert "ImageFolder tree" in err and "cifar-10-batches-py" in err
@@ -320,8 +412,9 @@ def test_imported_split_without_target_takes_targets_option(tmp_path: Path, caps
 
     root = write_torchvision_cifar(tmp_path / "data")
     ds = load_dataset("cifar10", root)
-    torch.save([torch.tensor([0, 1, 10_000, 20_005]), torch.tensor([2, 40_019])],
-               tmp_path / "pair.torch")
+    torch.save(
+        [torch.tensor([0, 1, 10_000, 20_005]), torch.tensor([2, 40_019])], tmp_path / "pair.torch"
+    )
     common = {"import_file": str(tmp_path / "pair.torch"), "random_baselines": False}
     (s,) = build_splits(SplitOptions(**common, targets="11"), ds)[0]
     assert s.train_idx.tolist() == [0, 1, 20, 45] and s.test_idx.tolist() == [2, 99]

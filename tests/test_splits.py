@@ -139,7 +139,8 @@ def test_random_split_like_same_sizes(digits):
     r = random_split_like(s, seed=5)
     assert r.sizes == s.sizes and r.kind == "random"
     assert set(torch.cat([r.train_idx, r.test_idx]).tolist()) == set(
-        torch.cat([s.train_idx, s.test_idx]).tolist())
+        torch.cat([s.train_idx, s.test_idx]).tolist()
+    )
     assert torch.equal(random_split_like(s, seed=5).train_idx, r.train_idx)
     assert not torch.equal(random_split_like(s, seed=6).train_idx, r.train_idx)
 
@@ -151,14 +152,17 @@ def test_reference_random_baseline_is_one_seed0_half_split():
 
     g = torch.Generator().manual_seed(1)
     t, d1, d2 = (torch.randint(0, 2, (50_000,), generator=g) for _ in range(3))
-    adv = [binary_split(t, d1, target_name="t", discovered_name="d1"),
-           binary_split(t, d2, target_name="t", discovered_name="d2")]
+    adv = [
+        binary_split(t, d1, target_name="t", discovered_name="d1"),
+        binary_split(t, d2, target_name="t", discovered_name="d2"),
+    ]
     perm = torch.randperm(50_000, generator=torch.Generator().manual_seed(0))
     ref = reference_random_split(adv[0])
     assert ref.train_idx.tolist() == sorted(perm[:25_000].tolist())
     assert ref.test_idx.tolist() == sorted(perm[25_000:].tolist())
-    halves = torch.utils.data.random_split(range(50_000), [25_000, 25_000],
-                                           generator=torch.Generator().manual_seed(0))
+    halves = torch.utils.data.random_split(
+        range(50_000), [25_000, 25_000], generator=torch.Generator().manual_seed(0)
+    )
     assert ref.train_idx.tolist() == sorted(halves[0].indices)
     both = with_random_baselines(adv, 0, "reference")
     assert [s.name for s in both[2:]] == ["random-t__d1", "random-t__d2"]
@@ -174,14 +178,26 @@ def test_reference_random_baseline_is_one_seed0_half_split():
 
 def test_cli_split_reference_random_baseline(tmp_path):
     out = tmp_path / "s"
-    assert cli_main(["split", "discovered=human", "targets=0", "num_discovered=2",
-                     "random_baseline=reference", f"out={out}", "progress=false"]) == 0
+    assert (
+        cli_main(
+            [
+                "split",
+                "discovered=human",
+                "targets=0",
+                "num_discovered=2",
+                "random_baseline=reference",
+                f"out={out}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader((out / "splits.csv").open()))
     base = [load_split(out / "splits" / r["file"]) for r in rows if r["kind"] == "random"]
     assert len(base) == 2 and torch.equal(base[0].train_idx, base[1].train_idx)
     pool = torch.cat([base[0].train_idx, base[0].test_idx]).sort().values
     perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))
-    assert base[0].test_idx.tolist() == sorted(pool[perm[len(pool) - len(pool) // 2:]].tolist())
+    assert base[0].test_idx.tolist() == sorted(pool[perm[len(pool) - len(pool) // 2 :]].tolist())
 
 
 def test_standin_tasks_have_their_own_kind(tmp_path, digits):
@@ -194,8 +210,7 @@ def test_standin_tasks_have_their_own_kind(tmp_path, digits):
     assert tasks.kinds == ["standin", "standin"] and tasks.names == ["standin-00", "standin-01"]
     assert tasks.subset_of_kind("random").names == []
     out = tmp_path / "s"
-    assert cli_main(["split", "targets=0", "num_discovered=2", f"out={out}",
-                     "progress=false"]) == 0
+    assert cli_main(["split", "targets=0", "num_discovered=2", f"out={out}", "progress=false"]) == 0
     assert load_tasks(out / "discovered.npz").kinds == ["standin", "standin"]
 
 
@@ -243,14 +258,18 @@ def test_reference_celeba_partition_files():
 
 
 def test_reference_torch_files(tmp_path):
-    d = {0: [(torch.tensor([0, 1, 2]), torch.tensor([3, 4]))] * 2,
-         11: [(torch.tensor([4]), torch.tensor([0, 1]))]}
+    d = {
+        0: [(torch.tensor([0, 1, 2]), torch.tensor([3, 4]))] * 2,
+        11: [(torch.tensor([4]), torch.tensor([0, 1]))],
+    }
     torch.save(d, tmp_path / "cifar_splits.torch")
     splits = load_reference_splits(tmp_path / "cifar_splits.torch", 5)
     assert [s.name for s in splits] == ["target0-0", "target0-1", "target11-0"]
     assert splits[2].train_idx.tolist() == [4] and splits[2].meta["target"] == "11"
-    torch.save([np.array([0, 2, 4], dtype=np.int64), np.array([1, 3], dtype=np.int64)],
-               tmp_path / "adv-split.torch")
+    torch.save(
+        [np.array([0, 2, 4], dtype=np.int64), np.array([1, 3], dtype=np.int64)],
+        tmp_path / "adv-split.torch",
+    )
     (s,) = load_reference_splits(tmp_path / "adv-split.torch")
     assert s.train_idx.tolist() == [0, 2, 4] and s.test_idx.tolist() == [1, 3]
     torch.save({"a": Custom()}, tmp_path / "evil.torch")
@@ -265,8 +284,13 @@ def test_reference_torch_files(tmp_path):
 
 def test_split_balance():
     classes = torch.tensor([0, 0, 1, 1, 2, 2])
-    s = Split(torch.tensor([0, 2, 3]), torch.tensor([1, 4]), "b", "imported",
-              target_labels=torch.tensor([1, 0, 1, 0, 0, 0]))
+    s = Split(
+        torch.tensor([0, 2, 3]),
+        torch.tensor([1, 4]),
+        "b",
+        "imported",
+        target_labels=torch.tensor([1, 0, 1, 0, 0, 0]),
+    )
     b = split_balance(s, classes, 3)
     assert b["train"] == {"n": 3, "class_counts": [1, 2, 0], "positive_rate": pytest.approx(2 / 3)}
     assert b["test"] == {"n": 2, "class_counts": [1, 0, 1], "positive_rate": 0.0}
@@ -296,11 +320,14 @@ def test_random_network_split_lowers_10way_accuracy(digits):
     """Done-when: over 4 seeds, the random-network split costs >= 0.03 of 10-way accuracy
     against random splits of the same sizes."""
     adv = [random_network_split(digits, model="mlp", seed=s) for s in range(4)]
-    rows = evaluate_splits(digits, with_random_baselines(adv), model="mlp", recipe=FAST10,
-                           model_kwargs=SMALL)
+    rows = evaluate_splits(
+        digits, with_random_baselines(adv), model="mlp", recipe=FAST10, model_kwargs=SMALL
+    )
     assert {r["setting"] for r in rows} == {"10-way"} and len(rows) == 8
-    acc = {t: np.mean([r["test_acc"] for r in rows if r["type"] == t])
-           for t in ("adversarial", "random")}
+    acc = {
+        t: np.mean([r["test_acc"] for r in rows if r["type"] == t])
+        for t in ("adversarial", "random")
+    }
     assert acc["random"] > 0.9
     assert acc["random"] - acc["adversarial"] >= 0.03, acc
 
@@ -311,8 +338,9 @@ def test_headline_table_human_tau_d(digits):
     falls well below random splits and 10-way accuracy on the test side is 0."""
     h = human_tasks(digits.classes, 10, max_tasks=12, seed=0, include_original=False)
     targets, disc = h.select([0, 1]), h.select([6, 7]).renamed(prefix="d-")
-    summary, rows = headline_table(digits, targets, disc, "mlp", FAST10, 0, model_kwargs=SMALL,
-                                   return_rows=True)
+    summary, rows = headline_table(
+        digits, targets, disc, "mlp", FAST10, 0, model_kwargs=SMALL, return_rows=True
+    )
     by = {(r["setting"], r["type"]): r for r in summary}
     assert by[("2-way", "random")]["mean"] > 0.9
     assert by[("2-way", "adversarial")]["mean"] < by[("2-way", "random")]["mean"] - 0.25
@@ -326,16 +354,32 @@ def test_headline_table_human_tau_d(digits):
 # ----------------------------------------------------------------------------- commands
 def test_cli_split_and_eval_resume(tmp_path, capsys):
     out = tmp_path / "splits"
-    code = cli_main(["split", "kind=random_network", "seeds=0,1", f"out={out}",
-                     "export_partitions=true", "progress=false"])
+    code = cli_main(
+        [
+            "split",
+            "kind=random_network",
+            "seeds=0,1",
+            f"out={out}",
+            "export_partitions=true",
+            "progress=false",
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader((out / "splits.csv").open()))
     assert [r["kind"] for r in rows] == ["random_network"] * 2 + ["random"] * 2
     assert len(list((out / "splits").glob("*.npz"))) == 4
     assert (out / "partitions" / "randnet-mlp-s0.csv").exists()
     ev = tmp_path / "eval"
-    args = ["split-eval", f"splits={out}", "recipe.steps=40", "model.kwargs={widths: [128, 64]}",
-            f"out={ev}", "progress=false", "pictures=1", "launch.per_job=2"]
+    args = [
+        "split-eval",
+        f"splits={out}",
+        "recipe.steps=40",
+        "model.kwargs={widths: [128, 64]}",
+        f"out={ev}",
+        "progress=false",
+        "pictures=1",
+        "launch.per_job=2",
+    ]
     assert cli_main(args) == 0
     first = (ev / "results.csv").read_text()
     assert "10-way" in first and len(first.strip().splitlines()) == 5
@@ -355,11 +399,25 @@ def test_cli_split_from_discovery_run_dir(tmp_path, digits):
     save_tasks(run / "tasks.npz", disc.with_kind("discovered"))
     (run / "config.yaml").write_text("data: digits\n")
     out = tmp_path / "s"
-    assert cli_main(["split", f"discovered={run}", "targets=0,11", "num_discovered=2",
-                     "kind=multiclass", f"out={out}", "progress=false"]) == 0
+    assert (
+        cli_main(
+            [
+                "split",
+                f"discovered={run}",
+                "targets=0,11",
+                "num_discovered=2",
+                "kind=multiclass",
+                f"out={out}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader((out / "splits.csv").open()))
-    assert [r["split"] for r in rows[:2]] == ["human-000__discovered-00",
-                                              "human-000__discovered-01"]
+    assert [r["split"] for r in rows[:2]] == [
+        "human-000__discovered-00",
+        "human-000__discovered-01",
+    ]
     assert len(rows) == 8 and [r["kind"] for r in rows].count("multiclass") == 4
     s = load_split(out / "splits" / rows[0]["file"], len(digits))
     pos = s.meta["positive_classes"]
@@ -369,7 +427,8 @@ def test_cli_split_from_discovery_run_dir(tmp_path, digits):
     assert bool((t[s.test_idx] != d[s.test_idx]).all())
     assert not set(s.test_idx.tolist()) & set(digits.split("test").tolist())
     assert float(rows[0]["train_positive_rate"]) == pytest.approx(
-        float(t[s.train_idx].float().mean()), abs=1e-4)
+        float(t[s.train_idx].float().mean()), abs=1e-4
+    )
 
 
 def _assert_refused(args, out, capsys, match):
@@ -384,19 +443,34 @@ def test_cli_bad_input_exit_2(tmp_path, capsys, digits):
     n = len(digits)
     out = tmp_path / "out"
     torch.save([torch.tensor([0, 1, 2]), torch.tensor([2, 3])], tmp_path / "overlap.torch")
-    _assert_refused(["split", f"import_file={tmp_path / 'overlap.torch'}", f"out={out}"],
-                    out, capsys, "disjoint")
+    _assert_refused(
+        ["split", f"import_file={tmp_path / 'overlap.torch'}", f"out={out}"],
+        out,
+        capsys,
+        "disjoint",
+    )
     torch.save([torch.tensor([0, 1]), torch.tensor([n + 5])], tmp_path / "range.torch")
-    _assert_refused(["split", f"import_file={tmp_path / 'range.torch'}", f"out={out}"],
-                    out, capsys, "out of range")
+    _assert_refused(
+        ["split", f"import_file={tmp_path / 'range.torch'}", f"out={out}"],
+        out,
+        capsys,
+        "out of range",
+    )
     (tmp_path / "p.csv").write_text("image_id,partition\n000001.jpg,0\nnope.jpg,1\n")
-    _assert_refused(["split", f"import_file={tmp_path / 'p.csv'}", f"out={out}"],
-                    out, capsys, "unknown image ids")
+    _assert_refused(
+        ["split", f"import_file={tmp_path / 'p.csv'}", f"out={out}"],
+        out,
+        capsys,
+        "unknown image ids",
+    )
     short = TaskSet(torch.randint(0, 2, (2, n - 7)), ["a", "b"], ["discovered"] * 2)
     save_tasks(tmp_path / "short.npz", short)
-    _assert_refused(["split", f"discovered={tmp_path / 'short.npz'}", f"out={out}"],
-                    out, capsys, "images")
-    _assert_refused(["split-eval", f"discovered={tmp_path / 'short.npz'}", f"out={out}"],
-                    out, capsys, "images")
-    _assert_refused(["split", "discovered=/nonexistent/run", f"out={out}"], out, capsys,
-                    "not found")
+    _assert_refused(
+        ["split", f"discovered={tmp_path / 'short.npz'}", f"out={out}"], out, capsys, "images"
+    )
+    _assert_refused(
+        ["split-eval", f"discovered={tmp_path / 'short.npz'}", f"out={out}"], out, capsys, "images"
+    )
+    _assert_refused(
+        ["split", "discovered=/nonexistent/run", f"out={out}"], out, capsys, "not found"
+    )

@@ -20,18 +20,36 @@ from taskspace.runs import LaunchOptions, run_sweep
 
 #: command -> (module, config class, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "agreement": ("taskspace.commands.agreement", "AgreementConfig",
-                  "agreement score of human, random or table tasks"),
-    "demo": ("taskspace.commands.demo", "DemoConfig",
-             "the main job on digits: AS, task discovery, adversarial splits"),
-    "discover": ("taskspace.commands.discover", "DiscoverConfig",
-                 "task discovery: meta-train a task encoder, write the tasks it finds"),
-    "pretrain": ("taskspace.commands.pretrain", "PretrainConfig",
-                 "SimCLR backbone for regulated discovery (discover backbone=...)"),
-    "split": ("taskspace.commands.split", "SplitConfig",
-              "adversarial train/test splits from discovered (or given) tasks"),
-    "split-eval": ("taskspace.commands.split_eval", "SplitEvalConfig",
-                   "train on adversarial and random splits: the headline table"),
+    "agreement": (
+        "taskspace.commands.agreement",
+        "AgreementConfig",
+        "agreement score of human, random or table tasks",
+    ),
+    "demo": (
+        "taskspace.commands.demo",
+        "DemoConfig",
+        "the main job on digits: AS, task discovery, adversarial splits",
+    ),
+    "discover": (
+        "taskspace.commands.discover",
+        "DiscoverConfig",
+        "task discovery: meta-train a task encoder, write the tasks it finds",
+    ),
+    "pretrain": (
+        "taskspace.commands.pretrain",
+        "PretrainConfig",
+        "SimCLR backbone for regulated discovery (discover backbone=...)",
+    ),
+    "split": (
+        "taskspace.commands.split",
+        "SplitConfig",
+        "adversarial train/test splits from discovered (or given) tasks",
+    ),
+    "split-eval": (
+        "taskspace.commands.split_eval",
+        "SplitEvalConfig",
+        "train on adversarial and random splits: the headline table",
+    ),
 }
 
 MULTIRUN = ("-m", "--multirun")
@@ -40,12 +58,14 @@ SWEEP_PREFIX = "sweep."
 
 
 def usage() -> str:
-    lines = ["usage: taskspace <command> [-m] [key=value ...] [config.yaml ...]", "",
-             "commands:"]
+    lines = ["usage: taskspace <command> [-m] [key=value ...] [config.yaml ...]", "", "commands:"]
     lines += [f"  {name:<12} {spec[2]}" for name, spec in COMMANDS.items()]
-    lines += ["", "taskspace <command> --help lists a command's options and defaults.",
-              "-m sweeps: taskspace agreement -m recipe.lr=1e-4,1e-3 seed=0,1,2 "
-              "(sweep.launch=local sweep.parallel=2 fan the points out)"]
+    lines += [
+        "",
+        "taskspace <command> --help lists a command's options and defaults.",
+        "-m sweeps: taskspace agreement -m recipe.lr=1e-4,1e-3 seed=0,1,2 "
+        "(sweep.launch=local sweep.parallel=2 fan the points out)",
+    ]
     return "\n".join(lines)
 
 
@@ -69,8 +89,9 @@ def _check_tokens(name: str) -> Any:
 def _sweep(name: str, tokens: list[str]) -> int:
     own = [t for t in tokens if t.startswith(SWEEP_PREFIX)]
     rest = [t for t in tokens if not t.startswith(SWEEP_PREFIX)]
-    launch = build_config(LaunchOptions, [t[len(SWEEP_PREFIX):].replace("launch=", "kind=", 1)
-                                          for t in own])
+    launch = build_config(
+        LaunchOptions, [t[len(SWEEP_PREFIX) :].replace("launch=", "kind=", 1) for t in own]
+    )
     fixed, points = sweep_points(rest)
     out = next((t.split("=", 1)[1] for t in fixed if t.startswith("out=")), None)
     folder = run_sweep(name, fixed, points, run_tokens, _check_tokens(name), launch, out)
@@ -90,8 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in tokens or "--help" in tokens:
         module, cls = _command(name)
         doc = (module.__doc__ or COMMANDS[name][2]).strip()
-        print(f"usage: taskspace {name} [-m] [key=value ...] [config.yaml ...]\n\n{doc}\n\n"
-              f"options (key=default):\n{describe(cls)}")
+        print(
+            f"usage: taskspace {name} [-m] [key=value ...] [config.yaml ...]\n\n{doc}\n\n"
+            f"options (key=default):\n{describe(cls)}"
+        )
         return 0
     multirun = any(t in MULTIRUN for t in tokens)
     tokens = [t for t in tokens if t not in MULTIRUN]

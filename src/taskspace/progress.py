@@ -9,10 +9,10 @@ from tqdm.auto import tqdm
 __all__ = ["progress_bar"]
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, *, initial: int = 0,
-                 unit: str = "it") -> Any:
+def progress_bar(
+    total: int, desc: str, enabled: bool = True, *, initial: int = 0, unit: str = "it"
+) -> Any:
     """A tqdm bar, or ``None`` when disabled (callers guard ``bar.update`` with ``if bar``)."""
     if not enabled:
         return None
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
-                mininterval=0.5)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, mininterval=0.5)

@@ -8,5 +8,4 @@ from taskspace.agreement.score import (
     summarize,
 )
 
-__all__ = ["ROW_COLUMNS", "agreement_score", "pair_seeds",
-           "proxy_agreement_score", "summarize"]
+__all__ = ["ROW_COLUMNS", "agreement_score", "pair_seeds", "proxy_agreement_score", "summarize"]

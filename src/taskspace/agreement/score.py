@@ -99,9 +99,19 @@ def agreement_score(
         inits, orders = pair_seeds([task_ids[k] for k in ks], pairs, seed, shared_order)
         labels = tasks.labels[ks].repeat_interleave(2 * pairs, dim=0)
         ens = fit_many(
-            model, dataset, labels, recipe, inits, order_seeds=orders, train_idx=train_idx,
-            num_outputs=c, device=device, chunk_size=chunk_size, batched=batched,
-            model_kwargs=model_kwargs, progress=progress,
+            model,
+            dataset,
+            labels,
+            recipe,
+            inits,
+            order_seeds=orders,
+            train_idx=train_idx,
+            num_outputs=c,
+            device=device,
+            chunk_size=chunk_size,
+            batched=batched,
+            model_kwargs=model_kwargs,
+            progress=progress,
         )
         for split, idx in eval_idx.items():
             pred = predict_many(ens, dataset, idx, device=device).argmax(-1)
@@ -112,16 +122,18 @@ def agreement_score(
                 truth = tasks.labels[k, idx]
                 for p in range(pairs):
                     a, b = pred[j, p, 0], pred[j, p, 1]
-                    rows.append({
-                        "task": tasks.names[k],
-                        "kind": tasks.kinds[k],
-                        "task_index": task_ids[k],
-                        "pair": p,
-                        "split": split,
-                        "agreement": float((a == b).float().mean()),
-                        "acc_a": float((a == truth).float().mean()),
-                        "acc_b": float((b == truth).float().mean()),
-                    })
+                    rows.append(
+                        {
+                            "task": tasks.names[k],
+                            "kind": tasks.kinds[k],
+                            "task_index": task_ids[k],
+                            "pair": p,
+                            "split": split,
+                            "agreement": float((a == b).float().mean()),
+                            "acc_a": float((a == truth).float().mean()),
+                            "acc_b": float((b == truth).float().mean()),
+                        }
+                    )
     rows.sort(key=lambda r: (r["task_index"], r["pair"], r["split"]))
     return rows
 
@@ -150,8 +162,15 @@ def proxy_agreement_score(
     recipe = get_recipe("proxy", steps=steps, lr=0.5 * lr, batch_size=batch_size)
     held = dataset.first("heldout", batch_size)
     return agreement_score(
-        dataset, tasks, model=model, recipe=recipe, seed=seed, pairs=pairs, device=device,
-        eval_idx={"proxy": held}, **kwargs,  # type: ignore[arg-type]
+        dataset,
+        tasks,
+        model=model,
+        recipe=recipe,
+        seed=seed,
+        pairs=pairs,
+        device=device,
+        eval_idx={"proxy": held},
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -168,11 +187,13 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (kind, split), vals in sorted(groups.items()):
         t = torch.tensor(vals, dtype=torch.float64)
-        out.append({
-            "kind": kind,
-            "split": split,
-            "mean": float(t.mean()),
-            "std": float(t.std()) if len(vals) > 1 else 0.0,
-            "count": len(vals),
-        })
+        out.append(
+            {
+                "kind": kind,
+                "split": split,
+                "mean": float(t.mean()),
+                "std": float(t.std()) if len(vals) > 1 else 0.0,
+                "count": len(vals),
+            }
+        )
     return out

@@ -33,14 +33,25 @@ __all__ = ["AgreementConfig", "main", "run_agreement"]
 
 #: Old flat option names and their nested names (a line names the new key).
 COMMON_RENAMED = {
-    "root": "data.root", "split_seed": "data.split_seed", "heldout": "data.heldout",
-    "train_size": "data.train_size", "test_size": "data.test_size",
-    "model_kwargs": "model.kwargs", "epochs": "recipe.epochs", "steps": "recipe.steps",
-    "lr": "recipe.lr", "batch_size": "recipe.batch_size", "optimizer": "recipe.optimizer",
-    "weight_decay": "recipe.weight_decay", "augment": "recipe.augment",
-    "schedule": "recipe.schedule", "bf16": "recipe.bf16",
-    "channels_last": "recipe.channels_last", "parallel": "launch.parallel",
-    "slurm_partition": "launch.slurm_partition", "slurm_gpus": "launch.slurm_gpus",
+    "root": "data.root",
+    "split_seed": "data.split_seed",
+    "heldout": "data.heldout",
+    "train_size": "data.train_size",
+    "test_size": "data.test_size",
+    "model_kwargs": "model.kwargs",
+    "epochs": "recipe.epochs",
+    "steps": "recipe.steps",
+    "lr": "recipe.lr",
+    "batch_size": "recipe.batch_size",
+    "optimizer": "recipe.optimizer",
+    "weight_decay": "recipe.weight_decay",
+    "augment": "recipe.augment",
+    "schedule": "recipe.schedule",
+    "bf16": "recipe.bf16",
+    "channels_last": "recipe.channels_last",
+    "parallel": "launch.parallel",
+    "slurm_partition": "launch.slurm_partition",
+    "slurm_gpus": "launch.slurm_gpus",
     "timeout_min": "launch.timeout_min",
 }
 
@@ -53,12 +64,17 @@ class AgreementConfig:
 
     data: DataConfig = option(factory=DataConfig, selector="name", help="the images")
     model: ModelConfig = option(factory=ModelConfig, selector="name", help="the learner")
-    recipe: RecipeConfig = option(factory=RecipeConfig, selector="preset",
-                                  help="how the learner trains")
-    launch: LaunchOptions = option(factory=LaunchOptions, selector="kind",
-                                   help="where chunks of tasks run")
-    tasks: str = option("human,random", "human, random, original and task files "
-                        "<path>[:labels|torchvision_train|class_subsets], comma-separated")
+    recipe: RecipeConfig = option(
+        factory=RecipeConfig, selector="preset", help="how the learner trains"
+    )
+    launch: LaunchOptions = option(
+        factory=LaunchOptions, selector="kind", help="where chunks of tasks run"
+    )
+    tasks: str = option(
+        "human,random",
+        "human, random, original and task files "
+        "<path>[:labels|torchvision_train|class_subsets], comma-separated",
+    )
     num_tasks: int = option(16, "human and random tasks each")
     pairs: int = option(1, "seeded pairs of models per task")
     shared_order: bool = option(True, "both models of a pair read the same batches")
@@ -76,8 +92,9 @@ TASKS_PER_JOB = 8
 
 
 def run_dir_of(cfg: AgreementConfig) -> RunDir:
-    return RunDir.for_config(cfg, "agreement", NON_RESULT_KEYS, cfg.out,
-                             [cfg.data.name, cfg.model.name])
+    return RunDir.for_config(
+        cfg, "agreement", NON_RESULT_KEYS, cfg.out, [cfg.data.name, cfg.model.name]
+    )
 
 
 def run_chunk(run_dir: str, chunk: int, task_indices: list[int]) -> str:
@@ -88,10 +105,19 @@ def run_chunk(run_dir: str, chunk: int, task_indices: list[int]) -> str:
     dataset.use_splits(load_splits(rd / "splits.npz"))
     tasks = load_tasks(rd / "tasks.npz").select(task_indices)
     rows = agreement_score(
-        dataset, tasks, model=cfg.model.name, recipe=cfg.recipe.resolve(), pairs=cfg.pairs,
-        seed=cfg.seed, shared_order=cfg.shared_order, task_ids=task_indices,
-        device=cfg.device, chunk_size=cfg.chunk_size, batched=cfg.batched,
-        model_kwargs=cfg.model.kwargs, progress=cfg.progress,
+        dataset,
+        tasks,
+        model=cfg.model.name,
+        recipe=cfg.recipe.resolve(),
+        pairs=cfg.pairs,
+        seed=cfg.seed,
+        shared_order=cfg.shared_order,
+        task_ids=task_indices,
+        device=cfg.device,
+        chunk_size=cfg.chunk_size,
+        batched=cfg.batched,
+        model_kwargs=cfg.model.kwargs,
+        progress=cfg.progress,
     )
     return str(rd.write_part(chunk, rows, ROW_COLUMNS))
 
@@ -109,25 +135,39 @@ def run_agreement(cfg: AgreementConfig) -> Path:
     dataset = load_data(cfg.data, progress=cfg.progress)
     if (rd / "splits.npz").exists():
         dataset.use_splits(load_splits(rd / "splits.npz"))
-    tasks = (load_tasks(rd / "tasks.npz") if (rd / "tasks.npz").exists()
-             else tasks_from_spec(cfg.tasks, dataset, num_tasks=cfg.num_tasks, seed=cfg.seed))
+    tasks = (
+        load_tasks(rd / "tasks.npz")
+        if (rd / "tasks.npz").exists()
+        else tasks_from_spec(cfg.tasks, dataset, num_tasks=cfg.num_tasks, seed=cfg.seed)
+    )
     validate_tasks(tasks, dataset)
-    create_model(cfg.model.name, 2, in_channels=dataset.channels,
-                 image_size=dataset.image_size, **cfg.model.kwargs)
+    create_model(
+        cfg.model.name,
+        2,
+        in_channels=dataset.channels,
+        image_size=dataset.image_size,
+        **cfg.model.kwargs,
+    )
 
     def first_files() -> None:
         save_splits(rd / "splits.npz", dataset.splits)
         save_tasks(rd / "tasks.npz", tasks)
 
     rd.start(cfg, first_files)
-    chunks = [list(range(i, min(i + per_job, len(tasks))))
-              for i in range(0, len(tasks), per_job)]
+    chunks = [list(range(i, min(i + per_job, len(tasks)))) for i in range(0, len(tasks), per_job)]
     pending = rd.pending(len(chunks))
     if len(pending) < len(chunks):
-        print(f"resuming {rd.path}: {len(chunks) - len(pending)}/{len(chunks)} chunks "
-              "already finished")
-    run_jobs(run_chunk, [(str(rd.path), c, chunks[c]) for c in pending], cfg.launch,
-             rd / "jobs", progress=cfg.progress)
+        print(
+            f"resuming {rd.path}: {len(chunks) - len(pending)}/{len(chunks)} chunks "
+            "already finished"
+        )
+    run_jobs(
+        run_chunk,
+        [(str(rd.path), c, chunks[c]) for c in pending],
+        cfg.launch,
+        rd / "jobs",
+        progress=cfg.progress,
+    )
     summary = merge_run(rd, len(chunks))
     rd.mark_finished(summary_metrics(summary))
     return rd.path
@@ -157,8 +197,10 @@ def format_summary(summary: list[dict]) -> str:
     """A small fixed-width table of the summary rows."""
     lines = [f"{'kind':<12} {'split':<8} {'mean AS':>8} {'std':>7} {'tasks':>6}"]
     for s in summary:
-        lines.append(f"{s['kind']:<12} {s['split']:<8} {float(s['mean']):>8.3f} "
-                     f"{float(s['std']):>7.3f} {int(s['count']):>6}")
+        lines.append(
+            f"{s['kind']:<12} {s['split']:<8} {float(s['mean']):>8.3f} "
+            f"{float(s['std']):>7.3f} {int(s['count']):>6}"
+        )
     return "\n".join(lines)
 
 

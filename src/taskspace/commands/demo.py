@@ -48,8 +48,13 @@ class DemoConfig:
     progress: bool = option(True, "progress bars")
 
 
-def compare_with_baselines(run_dir: str | Path, num_tasks: int | None = None, *,
-                           pairs: int | None = None, progress: bool = False) -> list[dict]:
+def compare_with_baselines(
+    run_dir: str | Path,
+    num_tasks: int | None = None,
+    *,
+    pairs: int | None = None,
+    progress: bool = False,
+) -> list[dict]:
     """AS of a discovery run's tasks vs ``num_tasks`` human and random tasks, one protocol.
 
     Uses the run's dataset, splits, learner, recipe and seed. Writes ``as_by_kind.csv``,
@@ -70,15 +75,23 @@ def compare_with_baselines(run_dir: str | Path, num_tasks: int | None = None, *,
         ds.use_splits(load_splits(rd / "splits.npz"))
         every = TaskSet.concat(
             found,
-            human_tasks(ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed,
-                        include_original=False),
+            human_tasks(
+                ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed, include_original=False
+            ),
             random_tasks(len(ds), n, seed=cfg.seed),
         )
         ev = cfg.evaluation
-        rows = agreement_score(ds, every, model=ev.model.name,  # type: ignore[arg-type]
-                               recipe=eval_recipe(cfg), pairs=pairs or ev.pairs,
-                               seed=cfg.seed, device=cfg.device, progress=progress,
-                               model_kwargs=ev.model.kwargs)
+        rows = agreement_score(
+            ds,
+            every,
+            model=ev.model.name,  # type: ignore[arg-type]
+            recipe=eval_recipe(cfg),
+            pairs=pairs or ev.pairs,
+            seed=cfg.seed,
+            device=cfg.device,
+            progress=progress,
+            model_kwargs=ev.model.kwargs,
+        )
     for r in rows:
         r["agreement"] = float(r["agreement"])
     write_csv(rd / "as_by_kind.csv", rows, ROW_COLUMNS)
@@ -88,8 +101,7 @@ def compare_with_baselines(run_dir: str | Path, num_tasks: int | None = None, *,
     return summary
 
 
-def _reusable_rows(rd: RunDir, n: int, pairs: int | None,
-                   cfg: DiscoverConfig) -> list[dict] | None:
+def _reusable_rows(rd: RunDir, n: int, pairs: int | None, cfg: DiscoverConfig) -> list[dict] | None:
     """The run's own ``agreement.csv`` when it already holds ``n`` human and ``n`` random
     tasks: same protocol, no retraining."""
     if not (rd / "agreement.csv").exists() or pairs not in (None, cfg.evaluation.pairs):
@@ -102,11 +114,19 @@ def _reusable_rows(rd: RunDir, n: int, pairs: int | None,
 def discovery_stage(out: str | Path, num_tasks: int, seed: int, progress: bool) -> list[dict]:
     """Stage 2: discovery on digits (preset digits, ``num_tasks`` heads, baselines), then AS
     by kind. Returns the summary rows of :func:`compare_with_baselines`."""
-    cfg = apply_overrides(DiscoverConfig(), {
-        "data.name": "digits", "evaluation.baselines": True,
-        "evaluation.num_baseline_tasks": num_tasks, "encoder.K": num_tasks,
-        "encoder.d": max(num_tasks, 16), "seed": seed, "out": str(out),
-        "progress": progress})
+    cfg = apply_overrides(
+        DiscoverConfig(),
+        {
+            "data.name": "digits",
+            "evaluation.baselines": True,
+            "evaluation.num_baseline_tasks": num_tasks,
+            "encoder.K": num_tasks,
+            "encoder.d": max(num_tasks, 16),
+            "seed": seed,
+            "out": str(out),
+            "progress": progress,
+        },
+    )
     run_discover(cfg)
     return compare_with_baselines(out, num_tasks=num_tasks, progress=progress)
 
@@ -115,18 +135,29 @@ def main(cfg: DemoConfig) -> int:
     stages = [s.strip() for s in cfg.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        raise TaskspaceError(f"unknown demo stage(s) {', '.join(unknown)}; choose from "
-                             f"{', '.join(STAGES)}")
+        raise TaskspaceError(
+            f"unknown demo stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}"
+        )
     if "agreement" in stages:
         print("== 1. agreement score on digits: human 5-vs-5 tasks vs random labellings ==")
-        agreement_main(apply_overrides(AgreementConfig(), {
-            "data.name": "digits", "model.name": "mlp", "tasks": "human,random",
-            "num_tasks": cfg.num_tasks, "pairs": cfg.pairs, "seed": cfg.seed,
-            "out": f"{cfg.out}/agreement", "progress": cfg.progress}))
+        agreement_main(
+            apply_overrides(
+                AgreementConfig(),
+                {
+                    "data.name": "digits",
+                    "model.name": "mlp",
+                    "tasks": "human,random",
+                    "num_tasks": cfg.num_tasks,
+                    "pairs": cfg.pairs,
+                    "seed": cfg.seed,
+                    "out": f"{cfg.out}/agreement",
+                    "progress": cfg.progress,
+                },
+            )
+        )
     if "discover" in stages or "split" in stages:
         print("\n== 2. task discovery on digits: discovered vs human vs random tasks ==")
-        summary = discovery_stage(f"{cfg.out}/discover", cfg.num_tasks, cfg.seed,
-                                  cfg.progress)
+        summary = discovery_stage(f"{cfg.out}/discover", cfg.num_tasks, cfg.seed, cfg.progress)
         print(format_summary(summary))
         print(f"run directory: {cfg.out}/discover (plot: as_by_kind.png)")
     if "split" in stages:
@@ -142,6 +173,7 @@ def split_stage(cfg: DemoConfig) -> None:
     targets = humans.select(list(REFERENCE_TARGETS[:4]))
     discovered = load_tasks(f"{cfg.out}/discover/tasks.npz")
     found = discovered.select(list(range(min(4, len(discovered)))))
-    rows = headline_table(ds, targets, found, model="mlp", recipe="fast", seed=cfg.seed,
-                          progress=cfg.progress)
+    rows = headline_table(
+        ds, targets, found, model="mlp", recipe="fast", seed=cfg.seed, progress=cfg.progress
+    )
     print(format_headline(rows))

@@ -82,7 +82,8 @@ class LearnerConfig:
 
     name: str | None = option(None, "architecture (preset digits: mlp, reference: resnet18)")
     kwargs: dict[str, Any] | None = option(
-        None, "architecture overrides (preset digits with the mlp: {widths: [256, 64]})")
+        None, "architecture overrides (preset digits with the mlp: {widths: [256, 64]})"
+    )
 
 
 @dataclass
@@ -126,8 +127,11 @@ class MetaConfig:
 class EvaluationConfig:
     """How the discovered tasks are scored and shown."""
 
-    model: LearnerConfig = option(factory=LearnerConfig, selector="name",
-                                  help="AS learner (default: model.name, default widths)")
+    model: LearnerConfig = option(
+        factory=LearnerConfig,
+        selector="name",
+        help="AS learner (default: model.name, default widths)",
+    )
     recipe: str | None = option(None, "AS recipe preset (digits: fast, reference: reference)")
     epochs: float | None = option(None, "AS recipe epochs override")
     pairs: int = option(1, "seeded pairs per task")
@@ -144,31 +148,73 @@ class DiscoverConfig:
     """Options of ``taskspace discover``."""
 
     RENAMED: ClassVar[dict[str, str]] = {
-        "root": "data.root", "split_seed": "data.split_seed", "heldout": "data.heldout",
-        "train_size": "data.train_size", "test_size": "data.test_size",
-        "arch": "model", "as_arch": "model", "as_kwargs": "model.kwargs",
-        "model_kwargs": "encoder.kwargs", "eval_kwargs": "evaluation.model.kwargs",
-        **{k: f"encoder.{k}" for k in ("d", "K", "proj", "head_seed", "backbone",
-                                       "freeze_backbone", "normalize_input")},
-        **{k: f"meta.{k}" for k in ("T", "inner_lr", "temperature", "uniformity",
-                                    "uniformity_t", "meta_steps", "heads_per_step",
-                                    "batch_size", "eval_batch_size", "outer_lr",
-                                    "data_mode", "fixed_inits", "fixed_eval_batch",
-                                    "learner_bn", "grad_checkpoint", "first_order")},
-        **{k: f"evaluation.{k}" for k in ("recipe", "pairs", "baselines",
-                                          "num_baseline_tasks", "emb_baselines",
-                                          "emb_classes", "coverage_probe", "gallery_size")},
+        "root": "data.root",
+        "split_seed": "data.split_seed",
+        "heldout": "data.heldout",
+        "train_size": "data.train_size",
+        "test_size": "data.test_size",
+        "arch": "model",
+        "as_arch": "model",
+        "as_kwargs": "model.kwargs",
+        "model_kwargs": "encoder.kwargs",
+        "eval_kwargs": "evaluation.model.kwargs",
+        **{
+            k: f"encoder.{k}"
+            for k in (
+                "d",
+                "K",
+                "proj",
+                "head_seed",
+                "backbone",
+                "freeze_backbone",
+                "normalize_input",
+            )
+        },
+        **{
+            k: f"meta.{k}"
+            for k in (
+                "T",
+                "inner_lr",
+                "temperature",
+                "uniformity",
+                "uniformity_t",
+                "meta_steps",
+                "heads_per_step",
+                "batch_size",
+                "eval_batch_size",
+                "outer_lr",
+                "data_mode",
+                "fixed_inits",
+                "fixed_eval_batch",
+                "learner_bn",
+                "grad_checkpoint",
+                "first_order",
+            )
+        },
+        **{
+            k: f"evaluation.{k}"
+            for k in (
+                "recipe",
+                "pairs",
+                "baselines",
+                "num_baseline_tasks",
+                "emb_baselines",
+                "emb_classes",
+                "coverage_probe",
+                "gallery_size",
+            )
+        },
         "as_epochs": "evaluation.epochs",
     }
 
     data: DataConfig = option(factory=DataConfig, selector="name", help="the images")
     preset: str = option("digits", "digits (CPU) or reference (the paper's command; GPU)")
     model: LearnerConfig = option(factory=LearnerConfig, selector="name", help="the learner")
-    encoder: EncoderConfig = option(factory=EncoderConfig, selector="name",
-                                    help="the task encoder")
+    encoder: EncoderConfig = option(factory=EncoderConfig, selector="name", help="the task encoder")
     meta: MetaConfig = option(factory=MetaConfig, help="the meta-optimisation")
-    evaluation: EvaluationConfig = option(factory=EvaluationConfig,
-                                          help="AS of the tasks, baselines, pictures")
+    evaluation: EvaluationConfig = option(
+        factory=EvaluationConfig, help="AS of the tasks, baselines, pictures"
+    )
     label_bn: str = option("running", "labels with BatchNorm running (eval) or batch statistics")
     flip: bool = option(False, "label 1 <=> w_k . h(x) <= 0")
     seed: int = option(0, "seed of the encoder, inits, batches, head order")
@@ -183,30 +229,68 @@ class DiscoverConfig:
 #: Values of the options left unset, per preset (dotted keys).
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
-        "model.name": "mlp", "evaluation.recipe": "fast", "data.split_seed": 0,
-        "evaluation.coverage_probe": "fast", "encoder.d": 16, "encoder.K": 16, "meta.T": 8,
-        "meta.inner_lr": 1.0, "meta.batch_size": 128, "meta.eval_batch_size": 256,
-        "meta.temperature": 5.0, "meta.uniformity": 0.25, "meta.meta_steps": 40,
-        "meta.heads_per_step": 8, "meta.outer_lr": 3e-3, "meta.fixed_inits": False,
+        "model.name": "mlp",
+        "evaluation.recipe": "fast",
+        "data.split_seed": 0,
+        "evaluation.coverage_probe": "fast",
+        "encoder.d": 16,
+        "encoder.K": 16,
+        "meta.T": 8,
+        "meta.inner_lr": 1.0,
+        "meta.batch_size": 128,
+        "meta.eval_batch_size": 256,
+        "meta.temperature": 5.0,
+        "meta.uniformity": 0.25,
+        "meta.meta_steps": 40,
+        "meta.heads_per_step": 8,
+        "meta.outer_lr": 3e-3,
+        "meta.fixed_inits": False,
         "meta.fixed_eval_batch": False,
     },
     "reference": {
-        "model.name": "resnet18", "evaluation.recipe": "reference", "data.split_seed": 42,
-        "evaluation.coverage_probe": "reference", "encoder.d": 32, "encoder.K": 32,
-        "meta.T": 50, "meta.inner_lr": 0.01, "meta.batch_size": 512,
-        "meta.eval_batch_size": 512, "meta.temperature": 5.0, "meta.uniformity": 25.0,
-        "meta.meta_steps": 3200, "meta.heads_per_step": 1, "meta.outer_lr": 1e-3,
-        "meta.fixed_inits": True, "meta.fixed_eval_batch": True,
+        "model.name": "resnet18",
+        "evaluation.recipe": "reference",
+        "data.split_seed": 42,
+        "evaluation.coverage_probe": "reference",
+        "encoder.d": 32,
+        "encoder.K": 32,
+        "meta.T": 50,
+        "meta.inner_lr": 0.01,
+        "meta.batch_size": 512,
+        "meta.eval_batch_size": 512,
+        "meta.temperature": 5.0,
+        "meta.uniformity": 25.0,
+        "meta.meta_steps": 3200,
+        "meta.heads_per_step": 1,
+        "meta.outer_lr": 1e-3,
+        "meta.fixed_inits": True,
+        "meta.fixed_eval_batch": True,
     },
 }
 #: The digits preset's learner widths (for the mlp learner only).
 PRESET_LEARNER_KWARGS = {"digits": {"widths": [256, 64]}, "reference": {}}
 
 #: Options that do not change meta-training results (a resumed run may change them).
-NON_RESULT_KEYS = {"out", "progress", "device", "checkpoint_every", "stop_after", "evaluate",
-                   "meta.grad_checkpoint", *(f"evaluation.{k}" for k in (
-                       "baselines", "num_baseline_tasks", "gallery_size", "coverage_probe",
-                       "emb_baselines", "emb_classes"))}
+NON_RESULT_KEYS = {
+    "out",
+    "progress",
+    "device",
+    "checkpoint_every",
+    "stop_after",
+    "evaluate",
+    "meta.grad_checkpoint",
+    *(
+        f"evaluation.{k}"
+        for k in (
+            "baselines",
+            "num_baseline_tasks",
+            "gallery_size",
+            "coverage_probe",
+            "emb_baselines",
+            "emb_classes",
+        )
+    ),
+}
 
 
 def resolve(cfg: DiscoverConfig) -> DiscoverConfig:
@@ -218,13 +302,19 @@ def resolve(cfg: DiscoverConfig) -> DiscoverConfig:
     cfg = apply_overrides(cfg, fill) if fill else cfg
     model, enc, ev = cfg.model, cfg.encoder, cfg.evaluation
     if model.kwargs is None:  # the preset's learner widths are for the mlp learner only
-        model = dataclasses.replace(model, kwargs=dict(PRESET_LEARNER_KWARGS[cfg.preset])
-                                    if model.name == "mlp" else {})
-    enc = dataclasses.replace(enc, name=enc.name or model.name,
-                              freeze_backbone=enc.backbone is not None
-                              if enc.freeze_backbone is None else enc.freeze_backbone)
-    ev = dataclasses.replace(ev, model=dataclasses.replace(ev.model,
-                                                           name=ev.model.name or model.name))
+        model = dataclasses.replace(
+            model, kwargs=dict(PRESET_LEARNER_KWARGS[cfg.preset]) if model.name == "mlp" else {}
+        )
+    enc = dataclasses.replace(
+        enc,
+        name=enc.name or model.name,
+        freeze_backbone=enc.backbone is not None
+        if enc.freeze_backbone is None
+        else enc.freeze_backbone,
+    )
+    ev = dataclasses.replace(
+        ev, model=dataclasses.replace(ev.model, name=ev.model.name or model.name)
+    )
     cfg = dataclasses.replace(cfg, model=model, encoder=enc, evaluation=ev)
     _check(cfg)
     return cfg
@@ -233,13 +323,17 @@ def resolve(cfg: DiscoverConfig) -> DiscoverConfig:
 def _check(cfg: DiscoverConfig) -> None:
     enc, ev = cfg.encoder, cfg.evaluation
     if enc.d < enc.K:  # type: ignore[operator]
-        raise TaskspaceError(f"K={enc.K} heads need d >= K orthonormal directions, got "
-                             f"d={enc.d}; lower encoder.K or raise encoder.d")
+        raise TaskspaceError(
+            f"K={enc.K} heads need d >= K orthonormal directions, got "
+            f"d={enc.d}; lower encoder.K or raise encoder.d"
+        )
     if cfg.meta.meta_steps < 0:  # type: ignore[operator]
         raise TaskspaceError(f"meta.meta_steps must be >= 0, got {cfg.meta.meta_steps}")
     if ev.coverage_probe not in COVERAGE_PROBES:
-        raise TaskspaceError(f"evaluation.coverage_probe must be one of "
-                             f"{list(COVERAGE_PROBES)}, got {ev.coverage_probe!r}")
+        raise TaskspaceError(
+            f"evaluation.coverage_probe must be one of "
+            f"{list(COVERAGE_PROBES)}, got {ev.coverage_probe!r}"
+        )
     if cfg.label_bn not in ("running", "batch"):
         raise TaskspaceError(f"label_bn must be 'running' or 'batch', got {cfg.label_bn!r}")
     if enc.freeze_backbone and enc.backbone is None:
@@ -253,13 +347,22 @@ def settings_of(cfg: DiscoverConfig) -> MetaSettings:
     """The :class:`MetaSettings` of a resolved config."""
     m = cfg.meta
     return MetaSettings(
-        inner_steps=m.T, inner_lr=m.inner_lr, batch_size=m.batch_size,  # type: ignore[arg-type]
-        eval_batch_size=m.eval_batch_size, temperature=m.temperature,  # type: ignore[arg-type]
-        uniformity=m.uniformity, uniformity_t=m.uniformity_t,  # type: ignore[arg-type]
-        outer_lr=m.outer_lr, heads_per_step=m.heads_per_step,  # type: ignore[arg-type]
-        data_mode=m.data_mode, fixed_inits=bool(m.fixed_inits),
-        fixed_eval_batch=bool(m.fixed_eval_batch), learner_bn=m.learner_bn,
-        use_checkpoint=m.grad_checkpoint, first_order=m.first_order, seed=cfg.seed,
+        inner_steps=m.T,
+        inner_lr=m.inner_lr,
+        batch_size=m.batch_size,  # type: ignore[arg-type]
+        eval_batch_size=m.eval_batch_size,
+        temperature=m.temperature,  # type: ignore[arg-type]
+        uniformity=m.uniformity,
+        uniformity_t=m.uniformity_t,  # type: ignore[arg-type]
+        outer_lr=m.outer_lr,
+        heads_per_step=m.heads_per_step,  # type: ignore[arg-type]
+        data_mode=m.data_mode,
+        fixed_inits=bool(m.fixed_inits),
+        fixed_eval_batch=bool(m.fixed_eval_batch),
+        learner_bn=m.learner_bn,
+        use_checkpoint=m.grad_checkpoint,
+        first_order=m.first_order,
+        seed=cfg.seed,
     )
 
 
@@ -268,25 +371,37 @@ def build_encoder(cfg: DiscoverConfig, ds: ImageDataset) -> TaskEncoder:
     e = cfg.encoder
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        enc = TaskEncoder(e.name, in_channels=ds.channels,  # type: ignore[arg-type]
-                          image_size=ds.image_size, dim=e.d, num_tasks=e.K,  # type: ignore
-                          proj=e.proj, head_seed=e.head_seed,  # type: ignore[arg-type]
-                          freeze_backbone=bool(e.freeze_backbone),
-                          normalize_input=e.normalize_input, model_kwargs=e.kwargs)
+        enc = TaskEncoder(
+            e.name,
+            in_channels=ds.channels,  # type: ignore[arg-type]
+            image_size=ds.image_size,
+            dim=e.d,
+            num_tasks=e.K,  # type: ignore
+            proj=e.proj,
+            head_seed=e.head_seed,  # type: ignore[arg-type]
+            freeze_backbone=bool(e.freeze_backbone),
+            normalize_input=e.normalize_input,
+            model_kwargs=e.kwargs,
+        )
     if e.backbone is not None:
         try:
             load_backbone_weights(enc.backbone, e.backbone)
         except RuntimeError as err:  # size mismatches from load_state_dict
             first = str(err).strip().splitlines()
             msg = next((ln.strip() for ln in first if "size mismatch" in ln), first[-1])
-            raise TaskspaceError(f"backbone checkpoint {e.backbone} does not fit encoder "
-                                 f"{e.name!r}: {msg}") from None
+            raise TaskspaceError(
+                f"backbone checkpoint {e.backbone} does not fit encoder {e.name!r}: {msg}"
+            ) from None
     return enc
 
 
 def build_learners(cfg: DiscoverConfig, ds: ImageDataset) -> InnerLearners:
-    return InnerLearners(cfg.model.name, in_channels=ds.channels,  # type: ignore[arg-type]
-                         image_size=ds.image_size, model_kwargs=cfg.model.kwargs)
+    return InnerLearners(
+        cfg.model.name,
+        in_channels=ds.channels,  # type: ignore[arg-type]
+        image_size=ds.image_size,
+        model_kwargs=cfg.model.kwargs,
+    )
 
 
 def eval_recipe(cfg: DiscoverConfig) -> Recipe:
@@ -295,30 +410,48 @@ def eval_recipe(cfg: DiscoverConfig) -> Recipe:
 
 
 def run_dir_of(cfg: DiscoverConfig) -> RunDir:
-    return RunDir.for_config(cfg, "discover", NON_RESULT_KEYS, cfg.out,
-                             [cfg.data.name, cfg.model.name or ""])
+    return RunDir.for_config(
+        cfg, "discover", NON_RESULT_KEYS, cfg.out, [cfg.data.name, cfg.model.name or ""]
+    )
 
 
 LOG_COLUMNS = ["step", "loss", "l_ag", "uniformity", "proxy_as", "heads", "seconds"]
-HEAD_COLUMNS = ["head", "task", "as_heldout", "as_test", "untrained_as_heldout",
-                "untrained_as_test", "positive_rate", "untrained_positive_rate",
-                "max_similarity"]
+HEAD_COLUMNS = [
+    "head",
+    "task",
+    "as_heldout",
+    "as_test",
+    "untrained_as_heldout",
+    "untrained_as_test",
+    "positive_rate",
+    "untrained_positive_rate",
+    "max_similarity",
+]
 
 
 def meta_train(cfg: DiscoverConfig, ds: ImageDataset, rd: RunDir) -> MetaTrainer:
     """Run (or resume) the meta-training of a resolved config in its run directory."""
-    trainer = MetaTrainer(build_encoder(cfg, ds), build_learners(cfg, ds), ds, settings_of(cfg),
-                          device=cfg.device)
+    trainer = MetaTrainer(
+        build_encoder(cfg, ds), build_learners(cfg, ds), ds, settings_of(cfg), device=cfg.device
+    )
     return train_encoder(
-        trainer, cfg.meta.meta_steps, checkpoint=rd / "checkpoint.pt",  # type: ignore[arg-type]
-        checkpoint_every=cfg.checkpoint_every, stop_after=cfg.stop_after,
+        trainer,
+        cfg.meta.meta_steps,
+        checkpoint=rd / "checkpoint.pt",  # type: ignore[arg-type]
+        checkpoint_every=cfg.checkpoint_every,
+        stop_after=cfg.stop_after,
         progress=cfg.progress,
-        on_checkpoint=lambda t: write_csv(rd / "log.csv", t.logs, LOG_COLUMNS))
+        on_checkpoint=lambda t: write_csv(rd / "log.csv", t.logs, LOG_COLUMNS),
+    )
 
 
 def _task_meta(cfg: DiscoverConfig) -> dict[str, Any]:
-    return {"dataset": cfg.data.name, "as_arch": cfg.model.name, "seed": cfg.seed,
-            "head_seed": cfg.encoder.head_seed}
+    return {
+        "dataset": cfg.data.name,
+        "as_arch": cfg.model.name,
+        "seed": cfg.seed,
+        "head_seed": cfg.encoder.head_seed,
+    }
 
 
 def _as_per_task(rows: list[dict]) -> dict[tuple[str, str], float]:
@@ -328,27 +461,43 @@ def _as_per_task(rows: list[dict]) -> dict[tuple[str, str], float]:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def score_tasks(cfg: DiscoverConfig, ds: ImageDataset, enc: TaskEncoder, tasks: TaskSet,
-                untrained: TaskSet) -> list[dict]:
+def score_tasks(
+    cfg: DiscoverConfig, ds: ImageDataset, enc: TaskEncoder, tasks: TaskSet, untrained: TaskSet
+) -> list[dict]:
     """AS rows of the discovered tasks, the untrained heads and the baselines."""
     ev = cfg.evaluation
     k = len(tasks)
     sets = [tasks, untrained]
     if ev.baselines:
         n = ev.num_baseline_tasks or k
-        sets += [human_tasks(ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed,
-                             include_original=False),
-                 random_tasks(len(ds), n, seed=cfg.seed)]
+        sets += [
+            human_tasks(
+                ds.classes, ds.num_classes, max_tasks=n, seed=cfg.seed, include_original=False
+            ),
+            random_tasks(len(ds), n, seed=cfg.seed),
+        ]
     emb_kind: dict[str, str] = {}  # random linear tasks on the trained encoder's h
     if ev.emb_baselines:
-        emb = embedding_baselines(encoder_embeddings(enc, ds, cfg.label_bn), ev.emb_baselines,
-                                  ev.emb_classes, seed=cfg.seed, flip=cfg.flip)
+        emb = embedding_baselines(
+            encoder_embeddings(enc, ds, cfg.label_bn),
+            ev.emb_baselines,
+            ev.emb_classes,
+            seed=cfg.seed,
+            flip=cfg.flip,
+        )
         sets.append(emb)
         emb_kind = {n: emb.meta["variant"] for n in emb.names}
-    rows = agreement_score(ds, TaskSet.concat(*sets), model=ev.model.name,  # type: ignore
-                           recipe=eval_recipe(cfg), pairs=ev.pairs, seed=cfg.seed,
-                           device=cfg.device, progress=cfg.progress,
-                           model_kwargs=ev.model.kwargs)
+    rows = agreement_score(
+        ds,
+        TaskSet.concat(*sets),
+        model=ev.model.name,  # type: ignore
+        recipe=eval_recipe(cfg),
+        pairs=ev.pairs,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=cfg.progress,
+        model_kwargs=ev.model.kwargs,
+    )
     for r in rows:  # untrained heads and embedding baselines get their own kind label
         if str(r["task"]).startswith("untrained-"):
             r["kind"] = "untrained"
@@ -356,72 +505,102 @@ def score_tasks(cfg: DiscoverConfig, ds: ImageDataset, enc: TaskEncoder, tasks: 
     return rows
 
 
-def evaluate_run(cfg: DiscoverConfig, ds: ImageDataset, trainer: MetaTrainer,
-                 rd: RunDir) -> list[dict]:
+def evaluate_run(
+    cfg: DiscoverConfig, ds: ImageDataset, trainer: MetaTrainer, rd: RunDir
+) -> list[dict]:
     """Write tasks, AS, similarity, coverage and galleries of a finished meta-training."""
     enc = trainer.enc.float().cpu()
     save_safetensors(rd / "encoder.safetensors", enc.state_dict())
-    tasks, scores = discovered_taskset(enc, ds, label_bn=cfg.label_bn, flip=cfg.flip,
-                                       meta=_task_meta(cfg))
+    tasks, scores = discovered_taskset(
+        enc, ds, label_bn=cfg.label_bn, flip=cfg.flip, meta=_task_meta(cfg)
+    )
     save_tasks(rd / "tasks.npz", tasks)
     export_tasks_csv(rd / "tasks.csv", tasks, dataset=ds)
     fresh = calibrate_bn(build_encoder(cfg, ds), ds, ds.split("train"))
-    untrained, _ = discovered_taskset(fresh, ds, label_bn=cfg.label_bn, flip=cfg.flip,
-                                      prefix="untrained", meta=_task_meta(cfg))
+    untrained, _ = discovered_taskset(
+        fresh, ds, label_bn=cfg.label_bn, flip=cfg.flip, prefix="untrained", meta=_task_meta(cfg)
+    )
     save_tasks(rd / "untrained_tasks.npz", untrained)
     if not (rd / "agreement.csv").exists():
-        write_csv(rd / "agreement.csv", score_tasks(cfg, ds, enc, tasks, untrained),
-                  ROW_COLUMNS)
+        write_csv(rd / "agreement.csv", score_tasks(cfg, ds, enc, tasks, untrained), ROW_COLUMNS)
     rows = read_csv(rd / "agreement.csv")
     per = _as_per_task(rows)
     k = len(tasks)
     sim = folded_similarity(tasks.labels)
-    write_csv(rd / "similarity.csv",
-              [{"task": tasks.names[i], **{tasks.names[j]: float(sim[i, j]) for j in range(k)}}
-               for i in range(k)], ["task", *tasks.names])
+    write_csv(
+        rd / "similarity.csv",
+        [
+            {"task": tasks.names[i], **{tasks.names[j]: float(sim[i, j]) for j in range(k)}}
+            for i in range(k)
+        ],
+        ["task", *tasks.names],
+    )
     plot_similarity(sim, tasks.names, rd / "similarity.png")
     pos = tasks.labels.float().mean(1)
     upos = untrained.labels.float().mean(1)
     off = sim.clone()
     off.fill_diagonal_(0.0)
-    heads = [{
-        "head": i, "task": tasks.names[i],
-        "as_heldout": per.get((tasks.names[i], "heldout")),
-        "as_test": per.get((tasks.names[i], "test")),
-        "untrained_as_heldout": per.get((untrained.names[i], "heldout")),
-        "untrained_as_test": per.get((untrained.names[i], "test")),
-        "positive_rate": float(pos[i]), "untrained_positive_rate": float(upos[i]),
-        "max_similarity": float(off[i].max()) if k > 1 else None,
-    } for i in range(k)]
+    heads = [
+        {
+            "head": i,
+            "task": tasks.names[i],
+            "as_heldout": per.get((tasks.names[i], "heldout")),
+            "as_test": per.get((tasks.names[i], "test")),
+            "untrained_as_heldout": per.get((untrained.names[i], "heldout")),
+            "untrained_as_test": per.get((untrained.names[i], "test")),
+            "positive_rate": float(pos[i]),
+            "untrained_positive_rate": float(upos[i]),
+            "max_similarity": float(off[i].max()) if k > 1 else None,
+        }
+        for i in range(k)
+    ]
     write_csv(rd / "heads.csv", heads, HEAD_COLUMNS)
     h = encoder_embeddings(enc, ds, cfg.label_bn)
     human = human_tasks(ds.classes, ds.num_classes, seed=cfg.seed, include_original=False)
-    cov = coverage(h, human.labels, ds.split("train"), ds.split("heldout"),
-                   probe=cfg.evaluation.coverage_probe, seed=cfg.seed)  # type: ignore[arg-type]
-    write_csv(rd / "coverage.csv",
-              [{"task": n, "probe_accuracy": float(a)} for n, a in zip(human.names, cov)],
-              ["task", "probe_accuracy"])
+    cov = coverage(
+        h,
+        human.labels,
+        ds.split("train"),
+        ds.split("heldout"),
+        probe=cfg.evaluation.coverage_probe,
+        seed=cfg.seed,
+    )  # type: ignore[arg-type]
+    write_csv(
+        rd / "coverage.csv",
+        [{"task": n, "probe_accuracy": float(a)} for n, a in zip(human.names, cov)],
+        ["task", "probe_accuracy"],
+    )
     for i in range(k):
         as_h = per.get((tasks.names[i], "heldout"))
-        title = (f"{tasks.names[i]}  AS {as_h:.3f}  pos rate {float(pos[i]):.2f}"
-                 if as_h is not None else tasks.names[i])
-        plot_gallery(ds, scores[:, i], ds.split("train"),
-                     rd / "galleries" / f"{tasks.names[i]}.png", title=title,
-                     n=cfg.evaluation.gallery_size)
+        title = (
+            f"{tasks.names[i]}  AS {as_h:.3f}  pos rate {float(pos[i]):.2f}"
+            if as_h is not None
+            else tasks.names[i]
+        )
+        plot_gallery(
+            ds,
+            scores[:, i],
+            ds.split("train"),
+            rd / "galleries" / f"{tasks.names[i]}.png",
+            title=title,
+            n=cfg.evaluation.gallery_size,
+        )
     summary = summarize_run(rows, heads, sim, cov)
     write_csv(rd / "summary.csv", summary, ["metric", "value"])
     plot_agreement_by_kind(rows, rd / "as_by_kind.png")
     return summary
 
 
-def summarize_run(rows: list[dict], heads: list[dict], sim: torch.Tensor,
-                  cov: torch.Tensor) -> list[dict]:
+def summarize_run(
+    rows: list[dict], heads: list[dict], sim: torch.Tensor, cov: torch.Tensor
+) -> list[dict]:
     """Headline numbers: mean AS by kind and split, positive rates, similarity, coverage."""
     out: list[dict] = []
     per_kind: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
         per_kind.setdefault((r["kind"], r["split"]), {}).setdefault(r["task"], []).append(
-            float(r["agreement"]))
+            float(r["agreement"])
+        )
     for (kind, split), tasks in sorted(per_kind.items()):
         vals = [sum(v) / len(v) for v in tasks.values()]
         out.append({"metric": f"as_{split}_{kind}", "value": sum(vals) / len(vals)})
@@ -430,8 +609,10 @@ def summarize_run(rows: list[dict], heads: list[dict], sim: torch.Tensor,
     out += [
         {"metric": "positive_rate_min", "value": min(pos)},
         {"metric": "positive_rate_max", "value": max(pos)},
-        {"metric": "similarity_offdiag_mean",
-         "value": float(sim[~torch.eye(k, dtype=torch.bool)].mean()) if k > 1 else 0.0},
+        {
+            "metric": "similarity_offdiag_mean",
+            "value": float(sim[~torch.eye(k, dtype=torch.bool)].mean()) if k > 1 else 0.0,
+        },
         {"metric": "coverage_mean", "value": float(cov.mean())},
     ]
     return out

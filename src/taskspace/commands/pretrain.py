@@ -33,15 +33,22 @@ class PretrainConfig:
     """Options of ``taskspace pretrain``."""
 
     RENAMED: ClassVar[dict[str, str]] = {
-        **COMMON_RENAMED, "arch": "model", "steps": "simclr.steps",
-        "batch_size": "simclr.batch_size", "lr": "simclr.lr",
-        "weight_decay": "simclr.weight_decay", "temperature": "simclr.temperature",
-        "proj_dim": "simclr.proj_dim", "normalize_input": "simclr.normalize_input",
-        "seed": "simclr.seed"}
+        **COMMON_RENAMED,
+        "arch": "model",
+        "steps": "simclr.steps",
+        "batch_size": "simclr.batch_size",
+        "lr": "simclr.lr",
+        "weight_decay": "simclr.weight_decay",
+        "temperature": "simclr.temperature",
+        "proj_dim": "simclr.proj_dim",
+        "normalize_input": "simclr.normalize_input",
+        "seed": "simclr.seed",
+    }
 
     data: DataConfig = option(factory=DataConfig, selector="name", help="the images")
-    model: ModelConfig = option(factory=ModelConfig, selector="name",
-                                help="the backbone's architecture")
+    model: ModelConfig = option(
+        factory=ModelConfig, selector="name", help="the backbone's architecture"
+    )
     simclr: SimCLRSettings = option(factory=SimCLRSettings, help="the SimCLR training")
     checkpoint_every: int = option(50, "steps between checkpoints")
     stop_after: int | None = option(None, "stop after this many steps (then rerun to resume)")
@@ -55,8 +62,9 @@ NON_RESULT_KEYS = {"out", "progress", "device", "checkpoint_every", "stop_after"
 
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Run (or resume) ``taskspace pretrain``; returns the run directory."""
-    rd = RunDir.for_config(cfg, "pretrain", NON_RESULT_KEYS, cfg.out,
-                           [cfg.data.name, cfg.model.name])
+    rd = RunDir.for_config(
+        cfg, "pretrain", NON_RESULT_KEYS, cfg.out, [cfg.data.name, cfg.model.name]
+    )
     rd.check(cfg)
     if rd.finished():
         print(f"already finished: {rd.path}")
@@ -105,8 +113,10 @@ def main(cfg: PretrainConfig) -> int:
     out = run_pretrain(cfg)
     if RunDir(out).finished():
         print(f"backbone: {out / 'backbone.safetensors'}")
-        print(f"use it:   taskspace discover backbone={out / 'backbone.safetensors'} "
-              f"encoder={cfg.model.name} "
-              f"normalize_input={str(cfg.simclr.normalize_input).lower()}")
+        print(
+            f"use it:   taskspace discover backbone={out / 'backbone.safetensors'} "
+            f"encoder={cfg.model.name} "
+            f"normalize_input={str(cfg.simclr.normalize_input).lower()}"
+        )
     print(f"run directory: {out}")
     return 0

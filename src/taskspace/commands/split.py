@@ -38,8 +38,12 @@ from taskspace.tasks import save_tasks
 
 __all__ = ["SplitConfig", "main", "run_split"]
 
-SPLIT_RENAMED = {**COMMON_RENAMED, "standin_model": "model", "net": "model",
-                 "widths": "model.kwargs"}
+SPLIT_RENAMED = {
+    **COMMON_RENAMED,
+    "standin_model": "model",
+    "net": "model",
+    "widths": "model.kwargs",
+}
 
 
 @dataclass
@@ -49,8 +53,9 @@ class SplitConfig(SplitOptions):
     RENAMED: ClassVar[dict[str, str]] = SPLIT_RENAMED
 
     data: DataConfig = option(factory=DataConfig, selector="name", help="the images")
-    model: ModelConfig = option(factory=ModelConfig, selector="name",
-                                help="learner of stand-in tasks; the random network")
+    model: ModelConfig = option(
+        factory=ModelConfig, selector="name", help="learner of stand-in tasks; the random network"
+    )
     export_partitions: bool = option(False, "also write CelebA-layout partition files")
     out: str | None = option(None, "run directory (default runs/split-<data>-<kind>-<hash>)")
     progress: bool = option(True, "progress bars")
@@ -78,12 +83,15 @@ def run_split(cfg: SplitConfig) -> Path:
 
 def format_balance(rows: list[dict]) -> str:
     """A short text table of ``splits.csv``."""
-    lines = [f"{'split':<40} {'kind':<15} {'n_train':>7} {'n_test':>7} {'pos(tr)':>8} "
-             f"{'pos(te)':>8}"]
+    lines = [
+        f"{'split':<40} {'kind':<15} {'n_train':>7} {'n_test':>7} {'pos(tr)':>8} {'pos(te)':>8}"
+    ]
     for r in rows:
-        lines.append(f"{str(r['split'])[:40]:<40} {r['kind']:<15} {int(r['n_train']):>7} "
-                     f"{int(r['n_test']):>7} {str(r['train_positive_rate']):>8} "
-                     f"{str(r['test_positive_rate']):>8}")
+        lines.append(
+            f"{str(r['split'])[:40]:<40} {r['kind']:<15} {int(r['n_train']):>7} "
+            f"{int(r['n_test']):>7} {str(r['train_positive_rate']):>8} "
+            f"{str(r['test_positive_rate']):>8}"
+        )
     return "\n".join(lines)
 
 

@@ -49,10 +49,12 @@ class SplitEvalConfig(SplitConfig):
     RENAMED: ClassVar[dict[str, str]] = {**SPLIT_RENAMED, "splits_per_job": "launch.per_job"}
 
     splits: str | None = option(None, "a split run directory (else built from the options)")
-    recipe: RecipeConfig = option(factory=RecipeConfig, selector="preset",
-                                  help="how the learner trains")
-    launch: LaunchOptions = option(factory=LaunchOptions, selector="kind",
-                                   help="where chunks of splits run")
+    recipe: RecipeConfig = option(
+        factory=RecipeConfig, selector="preset", help="how the learner trains"
+    )
+    launch: LaunchOptions = option(
+        factory=LaunchOptions, selector="kind", help="where chunks of splits run"
+    )
     settings: str = option("auto", "auto, 2-way and/or <C>-way, comma-separated")
     pictures: int = option(2, "adversarial splits to draw")
     per_class: int = option(6, "images per class in a picture")
@@ -61,14 +63,24 @@ class SplitEvalConfig(SplitConfig):
     batched: bool | None = option(None, "force vmap (true) or the per-model loop (false)")
 
 
-NON_RESULT_KEYS = {"out", "progress", "device", "chunk_size", "batched", "launch", "pictures",
-                   "per_class", "export_partitions"}
+NON_RESULT_KEYS = {
+    "out",
+    "progress",
+    "device",
+    "chunk_size",
+    "batched",
+    "launch",
+    "pictures",
+    "per_class",
+    "export_partitions",
+}
 SPLITS_PER_JOB = 32
 
 
 def run_dir_of(cfg: SplitEvalConfig) -> RunDir:
-    return RunDir.for_config(cfg, "split-eval", NON_RESULT_KEYS, cfg.out,
-                             [cfg.data.name, cfg.model.name])
+    return RunDir.for_config(
+        cfg, "split-eval", NON_RESULT_KEYS, cfg.out, [cfg.data.name, cfg.model.name]
+    )
 
 
 def eval_setup(cfg: SplitEvalConfig) -> tuple[RunDir, ImageDataset, list[Split]]:
@@ -82,8 +94,9 @@ def eval_setup(cfg: SplitEvalConfig) -> tuple[RunDir, ImageDataset, list[Split]]
         src = Path(cfg.splits)
         if not (src / "config.yaml").is_file():
             raise TaskspaceError(f"{src} is not a split run directory (no config.yaml)")
-        dataset = load_data(load_config(SplitConfig, src / "config.yaml").data,
-                            progress=cfg.progress)
+        dataset = load_data(
+            load_config(SplitConfig, src / "config.yaml").data, progress=cfg.progress
+        )
         return rd, dataset, read_splits(src, len(dataset))
     dataset = load_data(cfg.data, progress=cfg.progress)
     if (rd / "splits.csv").exists():
@@ -96,20 +109,33 @@ def run_chunk(run_dir: str, chunk: int, ids: list[int]) -> str:
     """One job: train on splits ``ids``; write the part's rows and its predictions."""
     rd = RunDir(run_dir, NON_RESULT_KEYS)
     cfg: SplitEvalConfig = rd.config(SplitEvalConfig)
-    data = (load_config(SplitConfig, Path(cfg.splits) / "config.yaml").data if cfg.splits
-            else cfg.data)
+    data = (
+        load_config(SplitConfig, Path(cfg.splits) / "config.yaml").data if cfg.splits else cfg.data
+    )
     dataset = load_data(data, progress=False)
     splits = read_splits(rd.path, len(dataset))
     rows, preds = evaluate_splits(
-        dataset, [splits[i] for i in ids], settings=cfg.settings, model=cfg.model.name,
-        recipe=cfg.recipe.resolve(), seed=cfg.seed, split_ids=ids, device=cfg.device,
-        chunk_size=cfg.chunk_size, batched=cfg.batched, model_kwargs=cfg.model.kwargs,
-        progress=cfg.progress, return_predictions=True,
+        dataset,
+        [splits[i] for i in ids],
+        settings=cfg.settings,
+        model=cfg.model.name,
+        recipe=cfg.recipe.resolve(),
+        seed=cfg.seed,
+        split_ids=ids,
+        device=cfg.device,
+        chunk_size=cfg.chunk_size,
+        batched=cfg.batched,
+        model_kwargs=cfg.model.kwargs,
+        progress=cfg.progress,
+        return_predictions=True,
     )
     keys = sorted(preds)
     arrays = {"names": np.array([f"{a}|{b}" for a, b in keys] or [""])}
-    arrays["pred"] = (torch.stack([preds[k] for k in keys]).numpy().astype(np.int16)
-                      if keys else np.zeros((0, len(dataset)), np.int16))
+    arrays["pred"] = (
+        torch.stack([preds[k] for k in keys]).numpy().astype(np.int16)
+        if keys
+        else np.zeros((0, len(dataset)), np.int16)
+    )
 
     def _write(tmp: Path) -> None:
         with tmp.open("wb") as fh:
@@ -127,13 +153,19 @@ def run_eval(cfg: SplitEvalConfig) -> Path:
     chunks = [list(range(i, min(i + per, len(splits)))) for i in range(0, len(splits), per)]
     pending = rd.pending(len(chunks))
     if len(pending) < len(chunks):
-        print(f"resuming {rd.path}: {len(chunks) - len(pending)}/{len(chunks)} chunks "
-              "already finished")
-    run_jobs(run_chunk, [(str(rd.path), c, chunks[c]) for c in pending], cfg.launch,
-             rd / "jobs", progress=cfg.progress)
+        print(
+            f"resuming {rd.path}: {len(chunks) - len(pending)}/{len(chunks)} chunks "
+            "already finished"
+        )
+    run_jobs(
+        run_chunk,
+        [(str(rd.path), c, chunks[c]) for c in pending],
+        cfg.launch,
+        rd / "jobs",
+        progress=cfg.progress,
+    )
     summary = merge_eval(rd, cfg, dataset, splits, len(chunks))
-    rd.mark_finished({f"{r['type']}_{r['setting']}": round(float(r["mean"]), 6)
-                      for r in summary})
+    rd.mark_finished({f"{r['type']}_{r['setting']}": round(float(r["mean"]), 6) for r in summary})
     return rd.path
 
 
@@ -147,8 +179,9 @@ def _load_preds(rd: RunDir, n_chunks: int) -> dict[str, torch.Tensor]:
     return preds
 
 
-def merge_eval(rd: RunDir, cfg: SplitEvalConfig, dataset: ImageDataset, splits: list[Split],
-               n_chunks: int) -> list[dict]:
+def merge_eval(
+    rd: RunDir, cfg: SplitEvalConfig, dataset: ImageDataset, splits: list[Split], n_chunks: int
+) -> list[dict]:
     """``results.csv``, ``headline.csv``, ``headline.png`` and split pictures."""
     rows: list[dict] = [dict(r) for r in rd.merged_rows(n_chunks)]
     for r in rows:
@@ -160,16 +193,26 @@ def merge_eval(rd: RunDir, cfg: SplitEvalConfig, dataset: ImageDataset, splits: 
     write_csv(rd / "results.csv", rows, RESULT_COLUMNS)
     summary = summarize_headline(rows)
     write_csv(rd / "headline.csv", summary, HEADLINE_COLUMNS)
-    plot_headline(summary, rd / "headline.png",
-                  title=f"{cfg.model.name} on {dataset.name}: test-side accuracy")
+    plot_headline(
+        summary,
+        rd / "headline.png",
+        title=f"{cfg.model.name} on {dataset.name}: test-side accuracy",
+    )
     if cfg.pictures > 0:
         preds = _load_preds(rd, n_chunks)
         cls = f"{dataset.num_classes}-way"
         for s in [s for s in splits if s.kind != "random"][: cfg.pictures]:
             acc = [r for r in rows if r["split"] == s.name]
             info = ", ".join(f"{r['setting']} test acc {r['test_acc']:.2f}" for r in acc)
-            split_picture(dataset, s, rd / f"split-{s.name}.png", preds.get(f"{s.name}|{cls}"),
-                          per_class=cfg.per_class, seed=cfg.seed, title=f"{s.name} ({info})")
+            split_picture(
+                dataset,
+                s,
+                rd / f"split-{s.name}.png",
+                preds.get(f"{s.name}|{cls}"),
+                per_class=cfg.per_class,
+                seed=cfg.seed,
+                title=f"{s.name} ({info})",
+            )
     return summary
 
 

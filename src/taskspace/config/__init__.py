@@ -13,5 +13,14 @@ from taskspace.config.parse import (
 )
 from taskspace.config.sweep import sweep_points
 
-__all__ = ["apply_overrides", "build_config", "describe", "flatten", "leaf_fields",
-           "load_config", "option", "sweep_points", "to_dict"]
+__all__ = [
+    "apply_overrides",
+    "build_config",
+    "describe",
+    "flatten",
+    "leaf_fields",
+    "load_config",
+    "option",
+    "sweep_points",
+    "to_dict",
+]

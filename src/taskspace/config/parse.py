@@ -43,9 +43,14 @@ __all__ = [
 ]
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *,
-           factory: Any = dataclasses.MISSING, selector: str | None = None,
-           choices: dict[str, type] | None = None) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Any = dataclasses.MISSING,
+    selector: str | None = None,
+    choices: dict[str, type] | None = None,
+) -> Any:
     """A dataclass field with a help line (shown by ``--help``).
 
     ``factory`` makes a mutable default; ``selector`` (on a nested-dataclass field) names
@@ -130,8 +135,9 @@ def _canonical_key(cls: type, key: str, value: str, leaves: dict[str, Any]) -> s
         return key
     renamed = _renamed(cls)
     if key in renamed:
-        raise TaskspaceError(f"option {key!r} is now {renamed[key]!r} "
-                             f"(e.g. {renamed[key]}={value})")
+        raise TaskspaceError(
+            f"option {key!r} is now {renamed[key]!r} (e.g. {renamed[key]}={value})"
+        )
     close = difflib.get_close_matches(key, list(leaves), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise TaskspaceError(f"unknown option {key!r}{hint}; --help lists the options")
@@ -214,8 +220,9 @@ def _choose_methods(cls: type, base: DictConfig, overrides: Sequence[DictConfig]
         if value is None:
             continue
         if value not in choices:
-            raise TaskspaceError(f"unknown {f.name} {value!r}; choose one of "
-                                 f"{', '.join(sorted(choices))}")
+            raise TaskspaceError(
+                f"unknown {f.name} {value!r}; choose one of {', '.join(sorted(choices))}"
+            )
         if not issubclass(choices[value], _nested_type(hints[f.name]) or object):
             raise TypeError(f"{choices[value]} must subclass the type of {f.name}")
         base[f.name] = OmegaConf.structured(choices[value])

@@ -35,8 +35,9 @@ def sweep_points(tokens: Sequence[str]) -> tuple[list[str], list[list[str]]]:
             (ov,) = parser.parse_overrides([tok])
         except HydraException as err:
             first = str(err).strip().splitlines()
-            raise TaskspaceError(f"cannot parse sweep {tok!r}: {first[0] if first else err}"
-                                 ) from None
+            raise TaskspaceError(
+                f"cannot parse sweep {tok!r}: {first[0] if first else err}"
+            ) from None
         if not ov.is_sweep_override():
             fixed.append(tok)
             continue

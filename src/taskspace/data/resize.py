@@ -32,9 +32,10 @@ def _digest(images: torch.Tensor, size: int) -> str:
 def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     out = []
     for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].float()
-        y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
+        x = images[i : i + chunk].float()
+        y = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(y.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
 

@@ -30,10 +30,16 @@ from taskspace.tasks import TaskSet
 __all__ = ["Discovery", "discover_tasks", "discovered_taskset", "train_encoder"]
 
 
-def train_encoder(trainer: MetaTrainer, meta_steps: int, *, checkpoint: str | Path | None = None,
-                  checkpoint_every: int = 10, stop_after: int | None = None,
-                  progress: bool = False,
-                  on_checkpoint: Callable[[MetaTrainer], object] | None = None) -> MetaTrainer:
+def train_encoder(
+    trainer: MetaTrainer,
+    meta_steps: int,
+    *,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
+    stop_after: int | None = None,
+    progress: bool = False,
+    on_checkpoint: Callable[[MetaTrainer], object] | None = None,
+) -> MetaTrainer:
     """Meta-train until ``trainer.step == meta_steps`` (or ``stop_after`` more steps).
 
     With ``checkpoint`` the trainer resumes from that file when it exists and saves it
@@ -68,9 +74,15 @@ def train_encoder(trainer: MetaTrainer, meta_steps: int, *, checkpoint: str | Pa
     return trainer
 
 
-def discovered_taskset(enc: TaskEncoder, ds: ImageDataset, *, label_bn: str = "running",
-                       flip: bool = False, prefix: str = "discovered",
-                       meta: dict[str, Any] | None = None) -> tuple[TaskSet, torch.Tensor]:
+def discovered_taskset(
+    enc: TaskEncoder,
+    ds: ImageDataset,
+    *,
+    label_bn: str = "running",
+    flip: bool = False,
+    prefix: str = "discovered",
+    meta: dict[str, Any] | None = None,
+) -> tuple[TaskSet, torch.Tensor]:
     """Hard labels of every head over all images (``[K, N]``) and the scores ``[N, K]``.
 
     ``meta`` is added to the task set's meta (what made the encoder: dataset, seeds, ...).
@@ -81,7 +93,10 @@ def discovered_taskset(enc: TaskEncoder, ds: ImageDataset, *, label_bn: str = "r
     names = [f"{prefix}-{k:02d}" for k in range(enc.num_tasks)]
     info = {
         "sign": "label = 1[w_k . h(x) <= 0]" if flip else "label = 1[w_k . h(x) > 0]",
-        "flip": bool(flip), "d": enc.dim, "encoder_arch": enc.arch, "label_bn": label_bn,
+        "flip": bool(flip),
+        "d": enc.dim,
+        "encoder_arch": enc.arch,
+        "label_bn": label_bn,
         **(meta or {}),
         "tasks": {n: {"head": k} for k, n in enumerate(names)},
     }
@@ -98,13 +113,25 @@ class Discovery:
     logs: list[dict] = field(default_factory=list)
 
 
-def discover_tasks(dataset: ImageDataset, *, model: str = "mlp",
-                   model_kwargs: dict | None = None, encoder: str | None = None,
-                   encoder_kwargs: dict | None = None, d: int = 16, K: int = 16,
-                   meta_steps: int = 40, settings: MetaSettings | None = None,
-                   label_bn: str = "running", flip: bool = False, seed: int = 0,
-                   head_seed: int = 0, device: str = "cpu", progress: bool = False,
-                   checkpoint: str | Path | None = None) -> Discovery:
+def discover_tasks(
+    dataset: ImageDataset,
+    *,
+    model: str = "mlp",
+    model_kwargs: dict | None = None,
+    encoder: str | None = None,
+    encoder_kwargs: dict | None = None,
+    d: int = 16,
+    K: int = 16,
+    meta_steps: int = 40,
+    settings: MetaSettings | None = None,
+    label_bn: str = "running",
+    flip: bool = False,
+    seed: int = 0,
+    head_seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
+) -> Discovery:
     """Meta-train a task encoder on ``dataset`` and return its ``K`` tasks.
 
     ``model`` is the learner (the inner learners), ``encoder`` the encoder's backbone
@@ -117,15 +144,29 @@ def discover_tasks(dataset: ImageDataset, *, model: str = "mlp",
     settings.seed = seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        enc = TaskEncoder(encoder or model, in_channels=dataset.channels,
-                          image_size=dataset.image_size, dim=d, num_tasks=K,
-                          head_seed=head_seed, model_kwargs=encoder_kwargs)
-    learners = InnerLearners(model, in_channels=dataset.channels,
-                             image_size=dataset.image_size, model_kwargs=model_kwargs)
+        enc = TaskEncoder(
+            encoder or model,
+            in_channels=dataset.channels,
+            image_size=dataset.image_size,
+            dim=d,
+            num_tasks=K,
+            head_seed=head_seed,
+            model_kwargs=encoder_kwargs,
+        )
+    learners = InnerLearners(
+        model,
+        in_channels=dataset.channels,
+        image_size=dataset.image_size,
+        model_kwargs=model_kwargs,
+    )
     trainer = MetaTrainer(enc, learners, dataset, settings, device=device)
     train_encoder(trainer, meta_steps, checkpoint=checkpoint, progress=progress)
     enc = trainer.enc.float().cpu()
-    tasks, scores = discovered_taskset(enc, dataset, label_bn=label_bn, flip=flip,
-                                       meta={"dataset": dataset.name, "seed": seed,
-                                             "head_seed": head_seed})
+    tasks, scores = discovered_taskset(
+        enc,
+        dataset,
+        label_bn=label_bn,
+        flip=flip,
+        meta={"dataset": dataset.name, "seed": seed, "head_seed": head_seed},
+    )
     return Discovery(tasks, scores, enc, trainer.logs)

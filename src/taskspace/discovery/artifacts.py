@@ -21,8 +21,16 @@ from taskspace.data.dataset import ImageDataset
 from taskspace.discovery.encoder import TaskEncoder
 from taskspace.errors import TaskspaceError
 
-__all__ = ["COVERAGE_PROBES", "calibrate_bn", "coverage", "encoder_inputs", "encoder_scores",
-           "folded_similarity", "hard_labels", "mixed_order"]
+__all__ = [
+    "COVERAGE_PROBES",
+    "calibrate_bn",
+    "coverage",
+    "encoder_inputs",
+    "encoder_scores",
+    "folded_similarity",
+    "hard_labels",
+    "mixed_order",
+]
 
 
 def encoder_inputs(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor) -> torch.Tensor:
@@ -43,9 +51,14 @@ def mixed_order(n: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encoder_embeddings(enc: TaskEncoder, ds: ImageDataset, label_bn: str = "running",
-                       batch_size: int = 512, idx: torch.Tensor | None = None,
-                       seed: int = 0) -> torch.Tensor:
+def encoder_embeddings(
+    enc: TaskEncoder,
+    ds: ImageDataset,
+    label_bn: str = "running",
+    batch_size: int = 512,
+    idx: torch.Tensor | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """``h [n, d]`` of images ``idx`` (default all), without touching the encoder's state.
 
     ``label_bn=running`` uses eval mode; ``batch`` uses batch statistics over seeded,
@@ -62,7 +75,7 @@ def encoder_embeddings(enc: TaskEncoder, ds: ImageDataset, label_bn: str = "runn
         model, order = copy.deepcopy(enc).train(), mixed_order(len(idx), seed)
     out = []
     for i in range(0, len(idx), batch_size):
-        pos = order[i:i + batch_size]
+        pos = order[i : i + batch_size]
         if label_bn == "batch" and len(pos) < 2:  # a lone last image joins the one before
             pos = order[-2:]
             out.append(model.embed(encoder_inputs(enc, ds, idx[pos]))[-1:].float().cpu())
@@ -75,8 +88,9 @@ def encoder_embeddings(enc: TaskEncoder, ds: ImageDataset, label_bn: str = "runn
 
 
 @torch.no_grad()
-def calibrate_bn(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor,
-                 batch_size: int = 512, seed: int = 0) -> TaskEncoder:
+def calibrate_bn(
+    enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor, batch_size: int = 512, seed: int = 0
+) -> TaskEncoder:
     """Set the encoder's BatchNorm running statistics to averages over images ``idx``.
 
     Used for the untrained encoder, whose running statistics are still the initial 0/1
@@ -84,8 +98,12 @@ def calibrate_bn(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor,
     (:func:`mixed_order`): averaging the variances of single-class batches would leave out
     the variance between classes. Trainable weights are untouched.
     """
-    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-           and not (enc.freeze_backbone and any(m is b for b in enc.backbone.modules()))]
+    bns = [
+        m
+        for m in enc.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and not (enc.freeze_backbone and any(m is b for b in enc.backbone.modules()))
+    ]
     saved = [m.momentum for m in bns]
     was_training = enc.training
     for m in bns:
@@ -94,7 +112,7 @@ def calibrate_bn(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor,
     enc.train()
     idx = idx[mixed_order(len(idx), seed)]
     for i in range(0, len(idx), batch_size):
-        chunk = idx[i:i + batch_size]
+        chunk = idx[i : i + batch_size]
         if len(chunk) >= 2:
             enc.embed(encoder_inputs(enc, ds, chunk))
     for m, mom in zip(bns, saved):
@@ -103,8 +121,9 @@ def calibrate_bn(enc: TaskEncoder, ds: ImageDataset, idx: torch.Tensor,
     return enc
 
 
-def encoder_scores(enc: TaskEncoder, ds: ImageDataset, label_bn: str = "running",
-                   batch_size: int = 512) -> torch.Tensor:
+def encoder_scores(
+    enc: TaskEncoder, ds: ImageDataset, label_bn: str = "running", batch_size: int = 512
+) -> torch.Tensor:
     """Task scores ``s [N, K]`` of every image of the dataset."""
     h = encoder_embeddings(enc, ds, label_bn, batch_size)
     return h @ enc.heads.float().cpu().t()
@@ -130,8 +149,15 @@ def folded_similarity(labels: torch.Tensor) -> torch.Tensor:
 COVERAGE_PROBES = ("reference", "fast")
 
 
-def coverage(h: torch.Tensor, targets: torch.Tensor, train_idx: torch.Tensor,
-             eval_idx: torch.Tensor, *, probe: str = "reference", seed: int = 0) -> torch.Tensor:
+def coverage(
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    train_idx: torch.Tensor,
+    eval_idx: torch.Tensor,
+    *,
+    probe: str = "reference",
+    seed: int = 0,
+) -> torch.Tensor:
     """Accuracy on ``eval_idx`` of a linear probe ``standardised h -> each binary target``.
 
     ``h [N, d]``, ``targets [T, N]`` in {0, 1}; one logistic output per target, all trained
@@ -156,8 +182,9 @@ def coverage(h: torch.Tensor, targets: torch.Tensor, train_idx: torch.Tensor,
         batches = [torch.arange(len(train_idx))] * 300
     else:
         opt = torch.optim.Adam(lin.parameters(), lr=1e-3)
-        batches = [b for _ in range(20)
-                   for b in torch.randperm(len(train_idx), generator=g).split(128)]
+        batches = [
+            b for _ in range(20) for b in torch.randperm(len(train_idx), generator=g).split(128)
+        ]
     ztr = z[train_idx]
     for b in batches:
         opt.zero_grad()

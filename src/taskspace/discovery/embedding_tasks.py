@@ -36,8 +36,15 @@ from taskspace.errors import TaskspaceError
 from taskspace.seeding import Stream, derive_seed
 from taskspace.tasks import TaskSet
 
-__all__ = ["embedding_baselines", "check_embedding_baselines", "kway_directions",
-           "kway_tasks", "plane_seed", "random_hyperplane_tasks", "sector_labels"]
+__all__ = [
+    "embedding_baselines",
+    "check_embedding_baselines",
+    "kway_directions",
+    "kway_tasks",
+    "plane_seed",
+    "random_hyperplane_tasks",
+    "sector_labels",
+]
 
 
 def plane_seed(seed: int, task: int) -> int:
@@ -95,14 +102,19 @@ def kway_tasks(h: torch.Tensor, count: int, num_classes: int, *, seed: int = 0) 
     seeds = [plane_seed(seed, i) for i in range(count)]
     rows = [sector_labels(h, kway_directions(h.shape[1], num_classes, s)) for s in seeds]
     labels = torch.stack(rows) if rows else torch.zeros(0, h.shape[0], dtype=torch.long)
-    meta = {"variant": variant, "num_classes": num_classes, "seed": seed,
-            "label": "argmax_i u_i . h(x), u_i at 360 deg * i / K in a random plane",
-            "tasks": {n: {"plane_seed": s} for n, s in zip(names, seeds)}}
+    meta = {
+        "variant": variant,
+        "num_classes": num_classes,
+        "seed": seed,
+        "label": "argmax_i u_i . h(x), u_i at 360 deg * i / K in a random plane",
+        "tasks": {n: {"plane_seed": s} for n, s in zip(names, seeds)},
+    }
     return TaskSet(labels, names, ["discovered"] * count, meta)
 
 
-def random_hyperplane_tasks(h: torch.Tensor, count: int, *, seed: int = 0,
-                            flip: bool = False) -> TaskSet:
+def random_hyperplane_tasks(
+    h: torch.Tensor, count: int, *, seed: int = 0, flip: bool = False
+) -> TaskSet:
     """``count`` random-hyperplane tasks on ``h [N, d]``: ``1[b1 . h(x) > 0]`` (``flip``:
     ``1[b1 . h(x) <= 0]``), ``b1`` the ``K = 2`` direction 0 of :func:`kway_directions`;
     names ``emb-random-00``, ... (the reference's ``emb_lin_task=random``)."""
@@ -110,18 +122,22 @@ def random_hyperplane_tasks(h: torch.Tensor, count: int, *, seed: int = 0,
     check_embedding_baselines(count, 2, h.shape[1])
     names = _names("emb-random", count)
     seeds = [plane_seed(seed, i) for i in range(count)]
-    rows = [(h.double() @ kway_directions(h.shape[1], 2, s)[0].double() > 0).long()
-            for s in seeds]
+    rows = [(h.double() @ kway_directions(h.shape[1], 2, s)[0].double() > 0).long() for s in seeds]
     labels = torch.stack(rows) if rows else torch.zeros(0, h.shape[0], dtype=torch.long)
     labels = 1 - labels if flip else labels
-    meta = {"variant": "emb-random", "seed": seed, "flip": bool(flip),
-            "sign": "label = 1[w . h(x) <= 0]" if flip else "label = 1[w . h(x) > 0]",
-            "tasks": {n: {"plane_seed": s} for n, s in zip(names, seeds)}}
+    meta = {
+        "variant": "emb-random",
+        "seed": seed,
+        "flip": bool(flip),
+        "sign": "label = 1[w . h(x) <= 0]" if flip else "label = 1[w . h(x) > 0]",
+        "tasks": {n: {"plane_seed": s} for n, s in zip(names, seeds)},
+    }
     return TaskSet(labels, names, ["discovered"] * count, meta)
 
 
-def embedding_baselines(h: torch.Tensor, count: int, num_classes: int = 2, *, seed: int = 0,
-                        flip: bool = False) -> TaskSet:
+def embedding_baselines(
+    h: torch.Tensor, count: int, num_classes: int = 2, *, seed: int = 0, flip: bool = False
+) -> TaskSet:
     """Random hyperplanes (``num_classes == 2``) or K-way sector tasks on ``h``."""
     if num_classes == 2:
         return random_hyperplane_tasks(h, count, seed=seed, flip=flip)

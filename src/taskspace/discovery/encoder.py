@@ -64,8 +64,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (any unreadable file is a user error)
         raise TaskspaceError(f"cannot read backbone checkpoint {path}: {err}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
-                                                                         dict):
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise TaskspaceError(f"backbone checkpoint {path} must hold a state dict")
@@ -73,7 +72,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     for k, v in state.items():
         for prefix in ("module.", "backbone.", "encoder."):
             if k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         if k.split(".")[0] in ("fc", "head", "linear", "classifier"):
             continue
         clean[k] = v
@@ -127,8 +126,9 @@ class TaskEncoder(nn.Module):
             )
         if proj not in ("linear", "mlp"):
             raise TaskspaceError(f"proj must be 'linear' or 'mlp', got {proj!r}")
-        model = create_model(arch, 1, in_channels=in_channels, image_size=image_size,
-                             **(model_kwargs or {}))
+        model = create_model(
+            arch, 1, in_channels=in_channels, image_size=image_size, **(model_kwargs or {})
+        )
         self.arch = arch
         self.backbone = model.backbone
         feat = int(model.feature_dim)

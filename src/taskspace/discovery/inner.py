@@ -103,8 +103,12 @@ class InnerLearners:
         # [b, M*C] layout was a fifth of a batched meta-step on a CPU
         self.base = use_reduction_batchnorm(copy.deepcopy(template)).to("meta")
 
-    def init(self, seeds: Sequence[int], dtype: torch.dtype = torch.float32,
-             device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    def init(
+        self,
+        seeds: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> tuple[dict, dict]:
         """Stacked ``(params, buffers)`` of fresh learners, one per seed (PyTorch default init).
 
         The global RNG is forked, so drawing initialisations never disturbs other streams.
@@ -120,8 +124,9 @@ class InnerLearners:
         buffers = {k: v.detach() for k, v in buffers.items()}
         return params, buffers
 
-    def forward(self, params: dict, buffers: dict, x: torch.Tensor, *, shared: bool,
-                train: bool = True) -> torch.Tensor:
+    def forward(
+        self, params: dict, buffers: dict, x: torch.Tensor, *, shared: bool, train: bool = True
+    ) -> torch.Tensor:
         """Logits ``[M, b, C]``; ``x`` is ``[b, ...]`` (``shared``) or ``[M, b, ...]``.
 
         ``train`` selects BatchNorm batch statistics (updating the running statistics in
@@ -135,27 +140,46 @@ class InnerLearners:
         in_dims = (0, 0, None if shared else 0)
         return torch.vmap(fwd, in_dims=in_dims, randomness="different")(params, buffers, x)
 
-    def loss(self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor, *,
-             shared: bool) -> torch.Tensor:
+    def loss(
+        self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor, *, shared: bool
+    ) -> torch.Tensor:
         """The inner loss ``0.5 * sum_m CE(f(x_m; w_m), q_m)`` (BatchNorm batch statistics)."""
         logits = self.forward(params, buffers, x, shared=shared, train=True)
         return 0.5 * soft_cross_entropy(logits, q).sum()
 
-    def step(self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor, lr: float,
-             *, shared: bool, create_graph: bool = True) -> dict:
+    def step(
+        self,
+        params: dict,
+        buffers: dict,
+        x: torch.Tensor,
+        q: torch.Tensor,
+        lr: float,
+        *,
+        shared: bool,
+        create_graph: bool = True,
+    ) -> dict:
         """One differentiable SGD step of every learner on soft labels ``q [M, b, C]``."""
         loss = self.loss(params, buffers, x, q, shared=shared)
         names = list(params)
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
         return {n: params[n] - lr * g for n, g in zip(names, grads)}
 
-    def first_order_step(self, params: dict, buffers: dict, x: torch.Tensor, q: torch.Tensor,
-                         lr: float, *, shared: bool) -> dict:
+    def first_order_step(
+        self,
+        params: dict,
+        buffers: dict,
+        x: torch.Tensor,
+        q: torch.Tensor,
+        lr: float,
+        *,
+        shared: bool,
+    ) -> dict:
         """One SGD step whose backward treats ``d w_{t+1} / d w_t`` as the identity and keeps
         the label path ``d w_{t+1} / d q_t`` (see the module docstring)."""
         names = list(params)
-        out = _FirstOrderStep.apply(self, names, buffers, x, lr, shared, q,
-                                    *[params[n] for n in names])
+        out = _FirstOrderStep.apply(
+            self, names, buffers, x, lr, shared, q, *[params[n] for n in names]
+        )
         return dict(zip(names, out))
 
     def unroll(
@@ -180,14 +204,17 @@ class InnerLearners:
         """
         buffers = {k: v.clone() for k, v in buffers.items()}
         names = list(params)
-        params = {k: v if v.requires_grad else v.detach().requires_grad_(True)
-                  for k, v in params.items()}
+        params = {
+            k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()
+        }
         for x, q in zip(xs, qs):
             if first_order:
                 params = self.first_order_step(params, buffers, x, q, lr, shared=shared)
             elif use_checkpoint:
-                def _step(x_: torch.Tensor, q_: torch.Tensor, *flat: torch.Tensor,
-                          _buf: dict = buffers) -> tuple[torch.Tensor, ...]:
+
+                def _step(
+                    x_: torch.Tensor, q_: torch.Tensor, *flat: torch.Tensor, _buf: dict = buffers
+                ) -> tuple[torch.Tensor, ...]:
                     new = self.step(dict(zip(names, flat)), _buf, x_, q_, lr, shared=shared)
                     return tuple(new[n] for n in names)
 
@@ -211,16 +238,25 @@ class _FirstOrderStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, learners: InnerLearners, names: list[str], buffers: dict,
-                x: torch.Tensor, lr: float, shared: bool, q: torch.Tensor,
-                *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        ctx,
+        learners: InnerLearners,
+        names: list[str],
+        buffers: dict,
+        x: torch.Tensor,
+        lr: float,
+        shared: bool,
+        q: torch.Tensor,
+        *flat: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         ctx.learners, ctx.names, ctx.lr, ctx.shared = learners, names, lr, shared
         ctx.buffers = {k: v.clone() for k, v in buffers.items()}
         ctx.save_for_backward(x, q, *flat)
         with torch.enable_grad():
             params = {n: w.detach().requires_grad_(True) for n, w in zip(names, flat)}
-            new = learners.step(params, buffers, x, q.detach(), lr, shared=shared,
-                                create_graph=False)
+            new = learners.step(
+                params, buffers, x, q.detach(), lr, shared=shared, create_graph=False
+            )
         return tuple(new[n].detach() for n in names)
 
     @staticmethod
@@ -234,8 +270,9 @@ class _FirstOrderStep(torch.autograd.Function):
 
                 def inner_loss(*w: torch.Tensor) -> torch.Tensor:
                     buffers = {k: v.clone() for k, v in ctx.buffers.items()}  # mutated by BN
-                    return ctx.learners.loss(dict(zip(ctx.names, w)), buffers, x, q_,
-                                             shared=ctx.shared)
+                    return ctx.learners.loss(
+                        dict(zip(ctx.names, w)), buffers, x, q_, shared=ctx.shared
+                    )
 
                 primals = tuple(w.detach() for w in flat)
                 slope = torch.func.jvp(inner_loss, primals, tangents)[1]  # v . g(w_t, q)

@@ -69,12 +69,14 @@ class MetaSettings:
             raise TaskspaceError(f"inner_steps must be >= 1, got {self.inner_steps}")
         if self.batch_size < 4 or (self.data_mode == "meta" and self.batch_size % 2):
             raise TaskspaceError(
-                f"batch_size must be >= 4 (and even for data_mode=meta), got {self.batch_size}")
+                f"batch_size must be >= 4 (and even for data_mode=meta), got {self.batch_size}"
+            )
         if self.eval_batch_size < 2:
             raise TaskspaceError(f"eval_batch_size must be >= 2, got {self.eval_batch_size}")
         if not 1 <= self.heads_per_step <= num_heads:
             raise TaskspaceError(
-                f"heads_per_step must be between 1 and K={num_heads}, got {self.heads_per_step}")
+                f"heads_per_step must be between 1 and K={num_heads}, got {self.heads_per_step}"
+            )
         if self.data_mode not in ("meta", "full"):
             raise TaskspaceError(f"data_mode must be 'meta' or 'full', got {self.data_mode!r}")
         if self.learner_bn not in ("train", "eval"):
@@ -95,9 +97,16 @@ class MetaTrainer:
         dtype: float32 (default) or float64 (for gradient checks).
     """
 
-    def __init__(self, encoder: TaskEncoder, learners: InnerLearners, dataset: ImageDataset,
-                 settings: MetaSettings, *, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        encoder: TaskEncoder,
+        learners: InnerLearners,
+        dataset: ImageDataset,
+        settings: MetaSettings,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         settings.check(encoder.num_tasks)
         tune_malloc()
         self.enc = encoder.to(device=device, dtype=dtype)
@@ -145,7 +154,8 @@ class MetaTrainer:
         if len(self.train_idx) < self.s.batch_size:
             raise TaskspaceError(
                 f"batch_size={self.s.batch_size} is larger than the train split "
-                f"({len(self.train_idx)} images)")
+                f"({len(self.train_idx)} images)"
+            )
         return torch.cat(parts)[:need].view(self.s.inner_steps, self.s.batch_size)
 
     def _eval_batch(self, step: int) -> torch.Tensor:
@@ -164,8 +174,11 @@ class MetaTrainer:
             p, b = self._fixed_init
             rep = lambda v: v.repeat(n_heads, *[1] * (v.dim() - 1))  # noqa: E731
             return {k: rep(v) for k, v in p.items()}, {k: rep(v) for k, v in b.items()}
-        seeds = [derive_seed(self.s.seed, Stream.INITS, step, h, r)
-                 for h in range(n_heads) for r in (0, 1)]
+        seeds = [
+            derive_seed(self.s.seed, Stream.INITS, step, h, r)
+            for h in range(n_heads)
+            for r in (0, 1)
+        ]
         return self.learners.init(seeds, self.dtype, self.device)
 
     # ------------------------------------------------------------------ the objective
@@ -184,18 +197,24 @@ class MetaTrainer:
             q = soft_labels(h @ w.t(), s.temperature).permute(1, 0, 2)  # [H, B, 2]
             if s.data_mode == "meta":
                 half = s.batch_size // 2
-                xa = torch.stack([x[:half], x[half:2 * half]])  # [2, b, ...]
+                xa = torch.stack([x[:half], x[half : 2 * half]])  # [2, b, ...]
                 xs.append(xa.unsqueeze(0).expand(n_h, *xa.shape).reshape(2 * n_h, *xa.shape[1:]))
-                qa = torch.stack([q[:, :half], q[:, half:2 * half]], dim=1)  # [H, 2, b, 2]
+                qa = torch.stack([q[:, :half], q[:, half : 2 * half]], dim=1)  # [H, 2, b, 2]
                 qs.append(qa.reshape(2 * n_h, half, 2))
             else:
                 xs.append(x)
                 qs.append(q.repeat_interleave(2, dim=0))
         p0, b0 = self._inits(step, n_h)
-        p_t, b_t = self.learners.unroll(p0, b0, xs, qs, s.inner_lr,
-                                        shared=s.data_mode == "full",
-                                        use_checkpoint=s.use_checkpoint,
-                                        first_order=s.first_order)
+        p_t, b_t = self.learners.unroll(
+            p0,
+            b0,
+            xs,
+            qs,
+            s.inner_lr,
+            shared=s.data_mode == "full",
+            use_checkpoint=s.use_checkpoint,
+            first_order=s.first_order,
+        )
         xv = self._inputs(self._eval_batch(step))
         lv = self.learners.forward(p_t, b_t, xv, shared=True, train=s.learner_bn == "train")
         lv = lv.view(n_h, 2, *lv.shape[1:])
@@ -204,9 +223,14 @@ class MetaTrainer:
         loss = l_ag.mean() + s.uniformity * u
         with torch.no_grad():
             agree = (lv[:, 0].argmax(-1) == lv[:, 1].argmax(-1)).float().mean(-1)
-        log = {"step": step, "loss": float(loss.detach()), "l_ag": float(l_ag.detach().mean()),
-               "uniformity": float(u.detach()), "proxy_as": float(agree.mean()),
-               "heads": " ".join(map(str, heads))}
+        log = {
+            "step": step,
+            "loss": float(loss.detach()),
+            "l_ag": float(l_ag.detach().mean()),
+            "uniformity": float(u.detach()),
+            "proxy_as": float(agree.mean()),
+            "heads": " ".join(map(str, heads)),
+        }
         return loss, log
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -271,7 +295,8 @@ class MetaTrainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001  (a corrupt checkpoint is a user-facing error)
             raise TaskspaceError(
-                f"cannot read checkpoint {path}: {err}; delete it to restart") from None
+                f"cannot read checkpoint {path}: {err}; delete it to restart"
+            ) from None
         self.load_state_dict(state)
 
 
@@ -281,8 +306,11 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
     batch counter restored): for a checkpoint's recomputation of a forward pass."""
     saved = []
     for m in module.modules():
-        if (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-                and m.num_batches_tracked is not None):
+        if (
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.track_running_stats
+            and m.num_batches_tracked is not None
+        ):
             saved.append((m, m.momentum, m.num_batches_tracked.clone()))
             m.momentum = 0.0
     try:

@@ -116,16 +116,23 @@ class SimCLRTrainer:
         device: torch device.
     """
 
-    def __init__(self, ds: ImageDataset, arch: str, model_kwargs: dict | None,
-                 settings: SimCLRSettings, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        ds: ImageDataset,
+        arch: str,
+        model_kwargs: dict | None,
+        settings: SimCLRSettings,
+        device: str = "cpu",
+    ) -> None:
         s = settings
         if s.steps < 1 or s.batch_size < 2:
             raise TaskspaceError("steps must be >= 1 and batch_size >= 2")
         self.ds, self.s, self.device = ds, s, device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
-            model = create_model(arch, 2, in_channels=ds.channels, image_size=ds.image_size,
-                                 **(model_kwargs or {}))
+            model = create_model(
+                arch, 2, in_channels=ds.channels, image_size=ds.image_size, **(model_kwargs or {})
+            )
             feat = int(model.feature_dim)
             head = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(), nn.Linear(feat, s.proj_dim))
         self.backbone = model.backbone.to(device).train()
@@ -146,8 +153,9 @@ class SimCLRTrainer:
         x = self.ds.images[idx].float().div(255.0)
         v1 = _inputs(self.ds, augment(x, g), self.s.normalize_input).to(self.device)
         v2 = _inputs(self.ds, augment(x, g), self.s.normalize_input).to(self.device)
-        loss = nt_xent(self.head(self.backbone(v1)), self.head(self.backbone(v2)),
-                       self.s.temperature)
+        loss = nt_xent(
+            self.head(self.backbone(v1)), self.head(self.backbone(v2)), self.s.temperature
+        )
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
@@ -159,10 +167,15 @@ class SimCLRTrainer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (plain tensors: weights-only loadable)."""
-        return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(),
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "generator": self.gen.get_state(), "step": self.step,
-                "logs": [dict(r) for r in self.logs]}
+        return {
+            "backbone": self.backbone.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "generator": self.gen.get_state(),
+            "step": self.step,
+            "logs": [dict(r) for r in self.logs],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.backbone.load_state_dict(state["backbone"])
@@ -174,9 +187,14 @@ class SimCLRTrainer:
         self.logs = list(state["logs"])
 
 
-def pretrain_simclr(ds: ImageDataset, arch: str = "mlp", model_kwargs: dict | None = None,
-                    settings: SimCLRSettings | None = None, device: str = "cpu",
-                    progress: bool = False) -> tuple[nn.Module, list[dict]]:
+def pretrain_simclr(
+    ds: ImageDataset,
+    arch: str = "mlp",
+    model_kwargs: dict | None = None,
+    settings: SimCLRSettings | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[nn.Module, list[dict]]:
     """Train ``arch``'s backbone with SimCLR (no run directory); returns it and the logs."""
     trainer = SimCLRTrainer(ds, arch, model_kwargs, settings or SimCLRSettings(), device)
     bar = progress_bar(trainer.s.steps, "simclr", progress)

@@ -149,8 +149,10 @@ class Batcher:
         torch.rand(b, generator=self.aug_gens[m])
 
     def state_dict(self) -> dict:
-        return {"streams": [s.state_dict() for s in self.streams],
-                "aug": [g.get_state() for g in self.aug_gens]}
+        return {
+            "streams": [s.state_dict() for s in self.streams],
+            "aug": [g.get_state() for g in self.aug_gens],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for s, st in zip(self.streams, state["streams"]):

@@ -55,11 +55,15 @@ class ReductionBatchNorm(nn.Module):
                 n = x.numel() / x.shape[1]
                 with torch.no_grad():
                     self.num_batches_tracked.add_(1)
-                    mom = (1.0 / self.num_batches_tracked.float() if self.momentum is None
-                           else self.momentum)
+                    mom = (
+                        1.0 / self.num_batches_tracked.float()
+                        if self.momentum is None
+                        else self.momentum
+                    )
                     self.running_mean.mul_(1 - mom).add_(mom * mean.detach().view(-1))
                     self.running_var.mul_(1 - mom).add_(
-                        mom * var.detach().view(-1) * (n / max(n - 1, 1)))
+                        mom * var.detach().view(-1) * (n / max(n - 1, 1))
+                    )
         else:
             xc = x - self.running_mean.view(shape)
             var = self.running_var.view(shape)

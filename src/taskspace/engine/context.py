@@ -48,11 +48,23 @@ class Resume:
 class FitContext:
     """The state of one ``fit_many`` call (see the module docstring)."""
 
-    def __init__(self, *, model_name: str, dataset: ImageDataset, recipe: Recipe,
-                 device: torch.device, data: FitData, objective: Objective,
-                 objective_state: ObjectiveState, batcher: Batcher, totals: torch.Tensor,
-                 chunks: list[list[int]], hooks: list[Hook], config: dict[str, Any],
-                 probe: nn.Module) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        dataset: ImageDataset,
+        recipe: Recipe,
+        device: torch.device,
+        data: FitData,
+        objective: Objective,
+        objective_state: ObjectiveState,
+        batcher: Batcher,
+        totals: torch.Tensor,
+        chunks: list[list[int]],
+        hooks: list[Hook],
+        config: dict[str, Any],
+        probe: nn.Module,
+    ) -> None:
         self.model_name, self.dataset = model_name, dataset
         self.recipe, self.device = recipe, device
         self.data, self.objective, self.objective_state = data, objective, objective_state
@@ -92,8 +104,15 @@ class FitContext:
     def predict(self, idx: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Eval-mode logits ``[M, n, outputs]`` of the current chunk's models on ``idx``."""
         params, buffers = self.current()
-        return stacked_logits(self.eval_base, params, buffers, self.dataset, idx,
-                              batch_size=batch_size, device=self.device)
+        return stacked_logits(
+            self.eval_base,
+            params,
+            buffers,
+            self.dataset,
+            idx,
+            batch_size=batch_size,
+            device=self.device,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         trainer = self.trainer
@@ -114,7 +133,8 @@ class FitContext:
         if state["fingerprint"] != self.fingerprint:
             raise TaskspaceError(
                 f"{source} was written by a fit with other arguments (data, labels, recipe, "
-                "seeds, sampler, objective or model); delete it or checkpoint elsewhere")
+                "seeds, sampler, objective or model); delete it or checkpoint elsewhere"
+            )
         self.parts = {int(c): (p["params"], p["buffers"]) for c, p in state["parts"].items()}
         self.batcher.load_state_dict(state["batcher"])
         for k, v in self.objective_state.items():

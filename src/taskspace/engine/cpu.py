@@ -36,5 +36,8 @@ def _apply() -> bool:
         mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
     except (OSError, AttributeError):
         return False  # not glibc (macOS, musl): nothing to tune
-    return bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30) and mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-                and mallopt(_M_TOP_PAD, 64 << 20))
+    return bool(
+        mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        and mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        and mallopt(_M_TOP_PAD, 64 << 20)
+    )

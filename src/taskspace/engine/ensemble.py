@@ -92,8 +92,11 @@ class Ensemble:
         returns the JSON path. A ``.json`` or ``.safetensors`` suffix on ``path`` is
         ignored."""
         tensors_path, json_path = _paths(path)
-        tensors = {f"{g}.{k}": v.detach().cpu().contiguous()
-                   for g in _GROUPS for k, v in getattr(self, g).items()}
+        tensors = {
+            f"{g}.{k}": v.detach().cpu().contiguous()
+            for g in _GROUPS
+            for k, v in getattr(self, g).items()
+        }
         meta = {
             "format": _FORMAT,
             "version": 1,
@@ -125,11 +128,21 @@ class Ensemble:
                 f"{tensors_path} does not match {json_path.name} (tensor names or shapes "
                 "differ); save the ensemble again"
             )
-        groups = {g: {k[len(g) + 1:]: v for k, v in tensors.items() if k.startswith(g + ".")}
-                  for g in _GROUPS}
-        return cls(meta["model_name"], meta["num_outputs"], meta["in_channels"],
-                   meta["image_size"], _from_json(meta["model_kwargs"]), groups["params"],
-                   groups["buffers"], meta["num_tasks"], groups["objective_state"])
+        groups = {
+            g: {k[len(g) + 1 :]: v for k, v in tensors.items() if k.startswith(g + ".")}
+            for g in _GROUPS
+        }
+        return cls(
+            meta["model_name"],
+            meta["num_outputs"],
+            meta["in_channels"],
+            meta["image_size"],
+            _from_json(meta["model_kwargs"]),
+            groups["params"],
+            groups["buffers"],
+            meta["num_tasks"],
+            groups["objective_state"],
+        )
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:

@@ -102,7 +102,6 @@ def default_chunk_size(n_params: int, batch_size: int, device: torch.device) -> 
     return max(1, min(int(4e9 // per_model), int(64e6 // (16 * n_params))))
 
 
-
 def _check_groups(groups: torch.Tensor | None, m: int, n: int) -> torch.Tensor | None:
     """``groups`` as ``[M, N]`` (or ``[M, N, T]``) int64; ``[N]`` is shared by all models."""
     if groups is None:
@@ -111,9 +110,11 @@ def _check_groups(groups: torch.Tensor | None, m: int, n: int) -> torch.Tensor |
     if groups.dim() == 1:
         groups = groups.expand(m, -1)
     if tuple(groups.shape[:2]) != (m, n) or groups.dim() > 3:
-        raise TaskspaceError(f"groups must have shape [images], [models, images] or [models, "
-                             f"images, tasks] with {m} models and {n} images, got "
-                             f"{tuple(groups.shape)}")
+        raise TaskspaceError(
+            f"groups must have shape [images], [models, images] or [models, "
+            f"images, tasks] with {m} models and {n} images, got "
+            f"{tuple(groups.shape)}"
+        )
     if int(groups.min()) < 0:
         raise TaskspaceError("groups must be non-negative ids")
     return groups
@@ -180,8 +181,10 @@ def fit_many(
     device = torch.device(device)
     tune_malloc()
     if labels.dim() not in (2, 3):
-        raise TaskspaceError(f"labels must be [models, images] (or [models, images, tasks]), "
-                             f"got {tuple(labels.shape)}")
+        raise TaskspaceError(
+            f"labels must be [models, images] (or [models, images, tasks]), "
+            f"got {tuple(labels.shape)}"
+        )
     m_total, n = labels.shape[:2]
     if n != len(dataset):
         raise TaskspaceError(
@@ -212,27 +215,49 @@ def fit_many(
         n_params = sum(p.numel() for p in probe.parameters())
         chunk_size = default_chunk_size(n_params, recipe.batch_size, device)
     chunks = [list(range(i, min(i + chunk_size, m_total))) for i in range(0, m_total, chunk_size)]
-    config = {"model_name": model_name, "num_outputs": num_outputs, "model_kwargs": kw,
-              "recipe": recipe, "seeds": seeds_l, "order_seeds": orders_l, "labels": labels,
-              "weights": w_all, "groups": groups, "pools": pools, "sampler": sampler,
-              "objective": objective, "chunk_size": chunk_size, "batched": batched,
-              "mlp_step": mlp_step}
-    ctx = FitContext(model_name=model_name, dataset=dataset, recipe=recipe, device=device,
-                     data=data, objective=objective,
-                     objective_state=objective.init_state(data, device), batcher=batcher,
-                     totals=totals, chunks=chunks, hooks=sorted(hooks, key=lambda h: h.order),
-                     config=config, probe=probe)
+    config = {
+        "model_name": model_name,
+        "num_outputs": num_outputs,
+        "model_kwargs": kw,
+        "recipe": recipe,
+        "seeds": seeds_l,
+        "order_seeds": orders_l,
+        "labels": labels,
+        "weights": w_all,
+        "groups": groups,
+        "pools": pools,
+        "sampler": sampler,
+        "objective": objective,
+        "chunk_size": chunk_size,
+        "batched": batched,
+        "mlp_step": mlp_step,
+    }
+    ctx = FitContext(
+        model_name=model_name,
+        dataset=dataset,
+        recipe=recipe,
+        device=device,
+        data=data,
+        objective=objective,
+        objective_state=objective.init_state(data, device),
+        batcher=batcher,
+        totals=totals,
+        chunks=chunks,
+        hooks=sorted(hooks, key=lambda h: h.order),
+        config=config,
+        probe=probe,
+    )
     for h in ctx.hooks:
         h.on_fit_start(ctx)
 
     def make_trainer(members: list[int], vmap: bool) -> ChunkTrainer:
-        models = init_models(model_name, num_outputs, [seeds_l[m] for m in members], dataset,
-                             **kw)
+        models = init_models(model_name, num_outputs, [seeds_l[m] for m in members], dataset, **kw)
         args = (models, totals[members], recipe, device, objective, ctx.objective_state)
         return BatchedTrainer(*args, mlp_step=mlp_step) if vmap else LoopTrainer(*args)
 
-    bar = progress_bar(int(sum(totals[c].max() for c in chunks)), f"train {model_name}",
-                       progress, unit="step")
+    bar = progress_bar(
+        int(sum(totals[c].max() for c in chunks)), f"train {model_name}", progress, unit="step"
+    )
     for ci, members in enumerate(chunks):
         ctx.chunk, ctx.members = ci, members
         if ci in ctx.parts:  # finished before a resume
@@ -242,8 +267,10 @@ def fit_many(
         try:
             _train_chunk(ctx, make_trainer(members, vmap), bar, vmap)
         except _VmapFailed as failed:
-            warnings.warn(f"{model_name} cannot be vmapped ({failed.__cause__}); using the "
-                          "per-model loop", stacklevel=2)
+            warnings.warn(
+                f"{model_name} cannot be vmapped ({failed.__cause__}); using the per-model loop",
+                stacklevel=2,
+            )
             _rewind(ctx)
             _train_chunk(ctx, make_trainer(members, False), bar, False)
     if bar is not None:
@@ -254,19 +281,32 @@ def fit_many(
     params = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
     buffers = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
     return Ensemble(
-        model_name, num_outputs, dataset.channels, dataset.image_size, kw, params, buffers,
+        model_name,
+        num_outputs,
+        dataset.channels,
+        dataset.image_size,
+        kw,
+        params,
+        buffers,
         objective.num_tasks(labels),
         {k: v.detach().cpu() for k, v in ctx.objective_state.items()},
     )
 
 
-def _pools(dataset: ImageDataset, sampler: Sampler, train_idx: torch.Tensor | None,
-           masks: torch.Tensor | None, m_total: int) -> list[torch.Tensor]:
+def _pools(
+    dataset: ImageDataset,
+    sampler: Sampler,
+    train_idx: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    m_total: int,
+) -> list[torch.Tensor]:
     """Each model's training examples: ``train_idx`` (default: the train split) where its
     mask is true, or the sampler's own lists."""
     if sampler.owns_pools and (train_idx is not None or masks is not None):
-        raise TaskspaceError(f"{type(sampler).__name__} lists each model's examples itself; "
-                             "leave train_idx and masks unset")
+        raise TaskspaceError(
+            f"{type(sampler).__name__} lists each model's examples itself; "
+            "leave train_idx and masks unset"
+        )
     train_idx = dataset.split("train") if train_idx is None else train_idx.long()
     pools = []
     for m in range(m_total):
@@ -329,5 +369,12 @@ def _advance(bar, steps: int) -> None:  # noqa: ANN001
         bar.update(steps)
 
 
-__all__ = ["Ensemble", "accuracy", "default_chunk_size", "fit_many", "init_models",
-           "predict_many", "prefer_batched"]
+__all__ = [
+    "Ensemble",
+    "accuracy",
+    "default_chunk_size",
+    "fit_many",
+    "init_models",
+    "predict_many",
+    "prefer_batched",
+]

@@ -94,10 +94,17 @@ class Evaluate(Hook):
     its best ``(value, step)``.
     """
 
-    def __init__(self, sets: Mapping[str, torch.Tensor], metrics: Mapping[str, Metric], *,
-                 every: int | Literal["epoch"] = "epoch", select: tuple[str, str] | None = None,
-                 mode: Literal["max", "min"] = "max", restore_best: bool = True,
-                 batch_size: int = 1024) -> None:
+    def __init__(
+        self,
+        sets: Mapping[str, torch.Tensor],
+        metrics: Mapping[str, Metric],
+        *,
+        every: int | Literal["epoch"] = "epoch",
+        select: tuple[str, str] | None = None,
+        mode: Literal["max", "min"] = "max",
+        restore_best: bool = True,
+        batch_size: int = 1024,
+    ) -> None:
         if select is not None and (select[0] not in sets or select[1] not in metrics):
             raise TaskspaceError(f"select={select} names an unknown set or metric")
         if every != "epoch" and (not isinstance(every, int) or every < 1):
@@ -135,13 +142,19 @@ class Evaluate(Hook):
             m = ctx.members[j]
             epoch = steps * ctx.recipe.batch_size / int(lengths[j])
             for (set_name, metric_name), v in values.items():
-                self.history.append({"model": m, "step": steps, "epoch": round(epoch, 6),
-                                     "set": set_name, "metric": metric_name,
-                                     "value": float(v[j])})
+                self.history.append(
+                    {
+                        "model": m,
+                        "step": steps,
+                        "epoch": round(epoch, 6),
+                        "set": set_name,
+                        "metric": metric_name,
+                        "value": float(v[j]),
+                    }
+                )
             if self.select is not None and current is not None:
                 self._keep_if_best(current, j, m, float(values[self.select][j]), steps)
-        LOGGER.debug("evaluated models %s after step %d", due.nonzero().flatten().tolist(),
-                     steps)
+        LOGGER.debug("evaluated models %s after step %d", due.nonzero().flatten().tolist(), steps)
 
     def _keep_if_best(self, current: Stacked, j: int, m: int, value: float, step: int) -> None:
         old = self.best.get(m)
@@ -149,10 +162,10 @@ class Evaluate(Hook):
         if better:
             self.best[m] = (value, step)
             params, buffers = current
-            self._best_state[m] = {"params": {k: v[j].detach().cpu().clone()
-                                              for k, v in params.items()},
-                                   "buffers": {k: v[j].detach().cpu().clone()
-                                               for k, v in buffers.items()}}
+            self._best_state[m] = {
+                "params": {k: v[j].detach().cpu().clone() for k, v in params.items()},
+                "buffers": {k: v[j].detach().cpu().clone() for k, v in buffers.items()},
+            }
 
     def on_chunk_end(self, ctx: FitContext) -> None:
         if not (self.restore_best and self.select):
@@ -169,9 +182,11 @@ class Evaluate(Hook):
         ctx.parts[ctx.chunk] = (params, buffers)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history,
-                "best": {str(m): list(v) for m, v in self.best.items()},
-                "best_state": {str(m): v for m, v in self._best_state.items()}}
+        return {
+            "history": self.history,
+            "best": {str(m): list(v) for m, v in self.best.items()},
+            "best_state": {str(m): v for m, v in self._best_state.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
@@ -228,5 +243,10 @@ class Log(Hook):
         self.logger.info("chunk %d step %d/%d loss %.4f", ctx.chunk, ctx.step + 1, total, mean)
 
     def on_chunk_end(self, ctx: FitContext) -> None:
-        self.logger.info("chunk %d of %d done (models %d-%d)", ctx.chunk + 1, len(ctx.chunks),
-                         ctx.members[0], ctx.members[-1])
+        self.logger.info(
+            "chunk %d of %d done (models %d-%d)",
+            ctx.chunk + 1,
+            len(ctx.chunks),
+            ctx.members[0],
+            ctx.members[-1],
+        )

@@ -17,8 +17,7 @@ __all__ = ["Accuracy", "Metric", "WorstGroupAccuracy", "predictions"]
 class Metric:
     """Base class: one value per model."""
 
-    def __call__(self, logits: torch.Tensor, idx: torch.Tensor,
-                 members: list[int]) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, idx: torch.Tensor, members: list[int]) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -36,8 +35,9 @@ def _rows(t: torch.Tensor, idx: torch.Tensor, members: list[int]) -> torch.Tenso
     return t[torch.tensor(members)][:, idx]
 
 
-def _correct(logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
-             members: list[int]) -> torch.Tensor:
+def _correct(
+    logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, members: list[int]
+) -> torch.Tensor:
     return (predictions(logits) == _rows(labels, idx, members).to(logits.device)).float()
 
 
@@ -47,8 +47,7 @@ class Accuracy(Metric):
 
     labels: torch.Tensor
 
-    def __call__(self, logits: torch.Tensor, idx: torch.Tensor,
-                 members: list[int]) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, idx: torch.Tensor, members: list[int]) -> torch.Tensor:
         return _correct(logits, self.labels, idx, members).mean(-1)
 
 
@@ -60,8 +59,7 @@ class WorstGroupAccuracy(Metric):
     labels: torch.Tensor
     groups: torch.Tensor
 
-    def __call__(self, logits: torch.Tensor, idx: torch.Tensor,
-                 members: list[int]) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, idx: torch.Tensor, members: list[int]) -> torch.Tensor:
         correct = _correct(logits, self.labels, idx, members)
         g = _rows(self.groups.long(), idx, members).to(correct.device)
         onehot = torch.nn.functional.one_hot(g, int(self.groups.max()) + 1).float()

@@ -71,9 +71,17 @@ class StackedMLPStep:
         self.layers = layers
 
     @torch.no_grad()
-    def __call__(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                 x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
-                 active: torch.Tensor, *, shared: bool) -> None:
+    def __call__(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor | None,
+        active: torch.Tensor,
+        *,
+        shared: bool,
+    ) -> None:
         """``x``: ``[B, ...]`` read by every model (``shared``) or ``[M, B, ...]``;
         ``y``, ``w``: ``[M, B]``; ``active``: ``[M]`` bool (inactive models get zero
         gradients and keep their running statistics)."""
@@ -125,8 +133,14 @@ class StackedMLPStep:
                 g.mul_(gamma * rstd)
 
     @staticmethod
-    def _update_running(buffers: dict[str, torch.Tensor], layer: Layer, mean: torch.Tensor,
-                        var: torch.Tensor, b: int, active: torch.Tensor) -> None:
+    def _update_running(
+        buffers: dict[str, torch.Tensor],
+        layer: Layer,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        b: int,
+        active: torch.Tensor,
+    ) -> None:
         """Running statistics of active models, as ``nn.BatchNorm1d`` updates them."""
         count = buffers[f"{layer.name}.num_batches_tracked"]
         rm, rv = buffers[f"{layer.name}.running_mean"], buffers[f"{layer.name}.running_var"]

@@ -29,8 +29,16 @@ import torch.nn.functional as F
 from taskspace.engine.batches import Batch, FitData
 from taskspace.errors import TaskspaceError
 
-__all__ = ["CrossEntropy", "GroupDRO", "MultiTask", "Objective", "ObjectiveState",
-           "SharedParams", "StaticWeights", "TaskWeighting"]
+__all__ = [
+    "CrossEntropy",
+    "GroupDRO",
+    "MultiTask",
+    "Objective",
+    "ObjectiveState",
+    "SharedParams",
+    "StaticWeights",
+    "TaskWeighting",
+]
 
 ObjectiveState = dict[str, torch.Tensor]
 """Per-model objective state: every tensor has one row per model of the fit."""
@@ -53,8 +61,9 @@ class SharedParams:
         (``losses [M, T]``) with respect to shared tensor ``p``; the graph is kept."""
         out = []
         for t in range(losses.shape[1]):
-            raw = torch.autograd.grad(losses[:, t].sum(), self.tensors, retain_graph=True,
-                                      allow_unused=True)
+            raw = torch.autograd.grad(
+                losses[:, t].sum(), self.tensors, retain_graph=True, allow_unused=True
+            )
             gs = [torch.zeros_like(p) if g is None else g for p, g in zip(self.tensors, raw)]
             out.append(gs if self.stacked else [g.unsqueeze(0) for g in gs])
         return out
@@ -77,7 +86,8 @@ class Objective:
         if labels.dim() != 2:
             raise TaskspaceError(
                 f"{type(self).__name__} needs labels [models, images], got "
-                f"{tuple(labels.shape)}; use MultiTask for labels [models, images, tasks]")
+                f"{tuple(labels.shape)}; use MultiTask for labels [models, images, tasks]"
+            )
 
     def num_tasks(self, labels: torch.Tensor) -> int:
         return 1
@@ -94,8 +104,9 @@ class Objective:
         of ``state`` for active members only."""
         raise NotImplementedError
 
-    def backward(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState,
-                 shared: SharedParams) -> torch.Tensor:
+    def backward(
+        self, logits: torch.Tensor, batch: Batch, state: ObjectiveState, shared: SharedParams
+    ) -> torch.Tensor:
         """Gradients into ``.grad`` (active models only); returns the detached losses."""
         losses = self.loss(logits, batch, state)
         (losses * _active(batch, losses)).sum().backward()
@@ -145,19 +156,22 @@ class GroupDRO(CrossEntropy):
     def check(self, labels: torch.Tensor, groups: torch.Tensor | None) -> None:
         super().check(labels, groups)
         if groups is None or groups.dim() != 2:
-            raise TaskspaceError("GroupDRO needs fit_many(groups=...) of shape [images] or "
-                                 "[models, images]")
+            raise TaskspaceError(
+                "GroupDRO needs fit_many(groups=...) of shape [images] or [models, images]"
+            )
 
     def init_state(self, data: FitData, device: torch.device) -> ObjectiveState:
         groups = _need_groups(data.groups).long()
         g = self.num_groups or int(groups.max()) + 1
-        counts = torch.stack([torch.bincount(groups[m, p], minlength=g)[:g]
-                              for m, p in enumerate(data.pools)])
+        counts = torch.stack(
+            [torch.bincount(groups[m, p], minlength=g)[:g] for m, p in enumerate(data.pools)]
+        )
         q = torch.full((data.num_models, g), 1.0 / g)
         return {"q": q.to(device), "group_counts": counts.float().to(device)}
 
-    def group_losses(self, per_example: torch.Tensor, groups: torch.Tensor,
-                     num_groups: int) -> torch.Tensor:
+    def group_losses(
+        self, per_example: torch.Tensor, groups: torch.Tensor, num_groups: int
+    ) -> torch.Tensor:
         """Per-group batch mean ``[M, G]`` of ``per_example [M, B]``; 0 for absent groups."""
         onehot = F.one_hot(groups.long(), num_groups).to(per_example.dtype)  # [M, B, G]
         sums = torch.bmm(per_example.unsqueeze(1), onehot).squeeze(1)
@@ -193,17 +207,16 @@ class TaskWeighting:
     the batched == loop guarantee cover them.
     """
 
-    def init_state(self, data: FitData, num_tasks: int,
-                   device: torch.device) -> ObjectiveState:
+    def init_state(self, data: FitData, num_tasks: int, device: torch.device) -> ObjectiveState:
         return {}
 
-    def weights(self, losses: torch.Tensor, batch: Batch,
-                state: ObjectiveState) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
         """Task weights ``[M, T]`` for detached ``losses [M, T]`` (no gradient flows)."""
         raise NotImplementedError
 
-    def backward(self, losses: torch.Tensor, shared: SharedParams, batch: Batch,
-                 state: ObjectiveState) -> torch.Tensor:
+    def backward(
+        self, losses: torch.Tensor, shared: SharedParams, batch: Batch, state: ObjectiveState
+    ) -> torch.Tensor:
         """Back-propagate ``sum_t w_t L_t`` of the active models; returns ``w [M, T]``."""
         w = self.weights(losses.detach(), batch, state).detach()
         ((losses * w).sum(1) * _active(batch, losses)).sum().backward()
@@ -216,16 +229,16 @@ class StaticWeights(TaskWeighting):
 
     values: torch.Tensor | Sequence[float] | None = None
 
-    def weights(self, losses: torch.Tensor, batch: Batch,
-                state: ObjectiveState) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
         if self.values is None:
             return torch.ones_like(losses)
         w = torch.as_tensor(self.values, dtype=losses.dtype).to(losses.device)
         if w.dim() == 2:
             w = w[torch.tensor(batch.members, device=w.device)]
         if w.shape[-1] != losses.shape[1]:
-            raise TaskspaceError(f"StaticWeights has {w.shape[-1]} weights for "
-                                 f"{losses.shape[1]} tasks")
+            raise TaskspaceError(
+                f"StaticWeights has {w.shape[-1]} weights for {losses.shape[1]} tasks"
+            )
         return w.expand_as(losses)
 
 
@@ -248,7 +261,8 @@ class MultiTask(Objective):
         if labels.dim() not in (2, 3):
             raise TaskspaceError(
                 f"labels must be [models, images] or [models, images, tasks], got "
-                f"{tuple(labels.shape)}")
+                f"{tuple(labels.shape)}"
+            )
         if self.task_loss not in ("ce", "bce"):
             raise TaskspaceError(f"task_loss must be 'ce' or 'bce', got {self.task_loss!r}")
         if self.task_loss == "bce" and int(labels.max()) > 1:
@@ -275,8 +289,7 @@ class MultiTask(Objective):
         if self.task_loss == "ce":
             per = _cross_entropy(logits.reshape(m, b, t, -1), y)
         else:
-            per = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype),
-                                                     reduction="none")
+            per = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
         if batch.w is not None:
             per = per * batch.w.unsqueeze(-1)
         return per.mean(dim=1)
@@ -292,8 +305,9 @@ class MultiTask(Objective):
         self._keep_weights(w, batch, state)
         return (losses * w).sum(1)
 
-    def backward(self, logits: torch.Tensor, batch: Batch, state: ObjectiveState,
-                 shared: SharedParams) -> torch.Tensor:
+    def backward(
+        self, logits: torch.Tensor, batch: Batch, state: ObjectiveState, shared: SharedParams
+    ) -> torch.Tensor:
         losses = self.task_losses(logits, batch)
         w = self.weighting.backward(losses, shared, batch, state)
         self._keep_weights(w, batch, state)

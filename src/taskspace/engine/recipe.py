@@ -39,9 +39,7 @@ class Recipe:
         if self.optimizer not in ("adam", "sgd"):
             raise TaskspaceError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
-            raise TaskspaceError(
-                f"schedule must be 'constant' or 'cosine', got {self.schedule!r}"
-            )
+            raise TaskspaceError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.batch_size < 1:
             raise TaskspaceError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:

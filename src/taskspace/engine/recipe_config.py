@@ -14,8 +14,7 @@ __all__ = ["RecipeConfig"]
 class RecipeConfig:
     """How a learner is trained: ``preset`` (fast, reference, proxy) and overrides."""
 
-    preset: str = option("fast", "fast (CPU default), reference (the paper's AS protocol) "
-                         "or proxy")
+    preset: str = option("fast", "fast (CPU default), reference (the paper's AS protocol) or proxy")
     epochs: float | None = option(None, "passes over each model's training examples")
     steps: int | None = option(None, "a fixed number of optimiser steps instead of epochs")
     lr: float | None = option(None, "learning rate")
@@ -31,8 +30,16 @@ class RecipeConfig:
     def resolve(self) -> Recipe:
         """The :class:`Recipe` (preset with the set fields overridden; checked)."""
         return get_recipe(
-            self.preset, epochs=self.epochs, steps=self.steps, lr=self.lr,
-            batch_size=self.batch_size, optimizer=self.optimizer, momentum=self.momentum,
-            weight_decay=self.weight_decay, augment=self.augment, schedule=self.schedule,
-            bf16=self.bf16 or None, channels_last=self.channels_last or None,
+            self.preset,
+            epochs=self.epochs,
+            steps=self.steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            augment=self.augment,
+            schedule=self.schedule,
+            bf16=self.bf16 or None,
+            channels_last=self.channels_last or None,
         )

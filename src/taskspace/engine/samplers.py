@@ -83,7 +83,8 @@ class IndexLists(Permutation):
                 raise TaskspaceError(f"IndexLists: model {k} has an empty index list")
             if int(i.min()) < 0 or int(i.max()) >= num_examples:
                 raise TaskspaceError(
-                    f"IndexLists: model {k} has indices outside [0, {num_examples})")
+                    f"IndexLists: model {k} has indices outside [0, {num_examples})"
+                )
         return ind
 
 
@@ -92,13 +93,16 @@ def _rows(t: torch.Tensor, m: int, n: int, what: str) -> torch.Tensor:
     if t.dim() == 1:
         t = t.expand(m, -1)
     if tuple(t.shape) != (m, n):
-        raise TaskspaceError(f"{what} must have shape [images] or [models, images] = [{m}, {n}], "
-                             f"got {tuple(t.shape)}")
+        raise TaskspaceError(
+            f"{what} must have shape [images] or [models, images] = [{m}, {n}], "
+            f"got {tuple(t.shape)}"
+        )
     return t
 
 
-def _weighted_streams(data: FitData, weights: list[torch.Tensor],
-                      num_samples: int | None) -> list[EpochStream]:
+def _weighted_streams(
+    data: FitData, weights: list[torch.Tensor], num_samples: int | None
+) -> list[EpochStream]:
     """One :class:`WeightedStream` per model; ``weights[m]`` is over model m's pool."""
     out: list[EpochStream] = []
     for m, (pool, w, seed) in enumerate(zip(data.pools, weights, data.order_seeds)):
@@ -124,8 +128,9 @@ class WeightedWithReplacement(Sampler):
 
     def streams(self, data: FitData) -> list[EpochStream]:
         w = _rows(self.weights, data.num_models, data.num_examples, "sampler weights")
-        return _weighted_streams(data, [w[m, p] for m, p in enumerate(data.pools)],
-                                 self.num_samples)
+        return _weighted_streams(
+            data, [w[m, p] for m, p in enumerate(data.pools)], self.num_samples
+        )
 
 
 @dataclass(frozen=True, eq=False)

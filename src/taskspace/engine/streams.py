@@ -61,8 +61,9 @@ class WeightedStream(EpochStream):
     WeightedRandomSampler(weights, num_samples, replacement=True)`` with the same
     generator draws the same positions."""
 
-    def __init__(self, pool: torch.Tensor, weights: torch.Tensor, seed: int,
-                 num_samples: int | None = None) -> None:
+    def __init__(
+        self, pool: torch.Tensor, weights: torch.Tensor, seed: int, num_samples: int | None = None
+    ) -> None:
         super().__init__(pool, seed)
         self.weights = torch.as_tensor(weights, dtype=torch.double)  # as WeightedRandomSampler
         self.num_samples = len(pool) if num_samples is None else int(num_samples)

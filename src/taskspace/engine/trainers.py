@@ -45,8 +45,15 @@ def is_shared(name: str) -> bool:
 class ChunkTrainer:
     """Trains ``models`` (the fit's models ``members``) for ``totals [M]`` steps each."""
 
-    def __init__(self, models: list[nn.Module], totals: torch.Tensor, recipe: Recipe,
-                 device: torch.device, objective: Objective, state: ObjectiveState) -> None:
+    def __init__(
+        self,
+        models: list[nn.Module],
+        totals: torch.Tensor,
+        recipe: Recipe,
+        device: torch.device,
+        objective: Objective,
+        state: ObjectiveState,
+    ) -> None:
         self.totals, self.recipe, self.device = totals, recipe, device
         self.objective, self.state = objective, state
         for mod in models:
@@ -62,8 +69,10 @@ class ChunkTrainer:
 
     def result(self) -> Stacked:
         params, buffers = self.current()
-        return ({k: v.detach().cpu() for k, v in params.items()},
-                {k: v.detach().cpu() for k, v in buffers.items()})
+        return (
+            {k: v.detach().cpu() for k, v in params.items()},
+            {k: v.detach().cpu() for k, v in buffers.items()},
+        )
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -77,9 +86,16 @@ class BatchedTrainer(ChunkTrainer):
     ``mlp_step`` is on, the device is a CPU, the model a plain MLP and the objective plain
     :class:`CrossEntropy`, whose gradient that step computes itself)."""
 
-    def __init__(self, models: list[nn.Module], totals: torch.Tensor, recipe: Recipe,
-                 device: torch.device, objective: Objective, state: ObjectiveState,
-                 mlp_step: bool = True) -> None:
+    def __init__(
+        self,
+        models: list[nn.Module],
+        totals: torch.Tensor,
+        recipe: Recipe,
+        device: torch.device,
+        objective: Objective,
+        state: ObjectiveState,
+        mlp_step: bool = True,
+    ) -> None:
         super().__init__(models, totals, recipe, device, objective, state)
         self.params, self.buffers = stack_module_state(models)
         self.base = use_reduction_batchnorm(copy.deepcopy(models[0]).to("meta"))
@@ -95,8 +111,15 @@ class BatchedTrainer(ChunkTrainer):
     def step(self, batch: Batch) -> torch.Tensor | None:
         losses = None
         if self.mlp_step is not None:
-            self.mlp_step(self.params, self.buffers, batch.x, batch.y, batch.w, batch.active,
-                          shared=batch.shared)
+            self.mlp_step(
+                self.params,
+                self.buffers,
+                batch.x,
+                batch.y,
+                batch.w,
+                batch.active,
+                shared=batch.shared,
+            )
         else:
             losses = self._vmap_grads(batch)
         self.opt.step(schedule_lr(self.recipe, batch.step, self.totals), batch.active)
@@ -117,7 +140,8 @@ class BatchedTrainer(ChunkTrainer):
             old_buffers = {k: v.clone() for k, v in self.buffers.items()}
         with autocast(self.recipe, self.device):
             logits = torch.vmap(self._fwd, in_dims=in_dims, randomness="different")(
-                self.params, self.buffers, x)
+                self.params, self.buffers, x
+            )
         losses = self.objective.backward(logits.float(), batch, self.state, self.shared)
         if old_buffers is not None:
             act = active.to(self.device)
@@ -143,8 +167,15 @@ class BatchedTrainer(ChunkTrainer):
 class LoopTrainer(ChunkTrainer):
     """The plain reference path: each model with its own ``torch.optim`` optimiser."""
 
-    def __init__(self, models: list[nn.Module], totals: torch.Tensor, recipe: Recipe,
-                 device: torch.device, objective: Objective, state: ObjectiveState) -> None:
+    def __init__(
+        self,
+        models: list[nn.Module],
+        totals: torch.Tensor,
+        recipe: Recipe,
+        device: torch.device,
+        objective: Objective,
+        state: ObjectiveState,
+    ) -> None:
         super().__init__(models, totals, recipe, device, objective, state)
         self.models = models
         self.opts = [self._optimizer(mod, recipe) for mod in models]
@@ -158,10 +189,16 @@ class LoopTrainer(ChunkTrainer):
     @staticmethod
     def _optimizer(mod: nn.Module, r: Recipe) -> torch.optim.Optimizer:
         if r.optimizer == "adam":
-            return torch.optim.Adam(mod.parameters(), lr=r.lr, betas=r.betas, eps=r.eps,
-                                    weight_decay=r.weight_decay)
-        return torch.optim.SGD(mod.parameters(), lr=r.lr, momentum=r.momentum,
-                               nesterov=r.nesterov, weight_decay=r.weight_decay)
+            return torch.optim.Adam(
+                mod.parameters(), lr=r.lr, betas=r.betas, eps=r.eps, weight_decay=r.weight_decay
+            )
+        return torch.optim.SGD(
+            mod.parameters(),
+            lr=r.lr,
+            momentum=r.momentum,
+            nesterov=r.nesterov,
+            weight_decay=r.weight_decay,
+        )
 
     def step(self, batch: Batch) -> torch.Tensor:
         losses = torch.full((len(self.models),), float("nan"), device=self.device)
@@ -187,8 +224,10 @@ class LoopTrainer(ChunkTrainer):
         return {k: v.detach() for k, v in params.items()}, buffers
 
     def state_dict(self) -> dict[str, Any]:
-        return {"models": [m.state_dict() for m in self.models],
-                "opts": [o.state_dict() for o in self.opts]}
+        return {
+            "models": [m.state_dict() for m in self.models],
+            "opts": [o.state_dict() for o in self.opts],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for mod, st in zip(self.models, state["models"]):

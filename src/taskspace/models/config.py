@@ -15,5 +15,8 @@ class ModelConfig:
     """A learner architecture: a registry name and its constructor overrides."""
 
     name: str = option("mlp", "mlp, convnet, resnet18, resnet50, vit4 or tv:<torchvision name>")
-    kwargs: dict[str, Any] = option(factory=dict, help="architecture overrides, e.g. "
-                                    "{widths: [256, 64]} or {widths: [16, 32, 64], pool: flatten}")
+    kwargs: dict[str, Any] = option(
+        factory=dict,
+        help="architecture overrides, e.g. "
+        "{widths: [256, 64]} or {widths: [16, 32, 64], pool: flatten}",
+    )

@@ -47,8 +47,9 @@ class ConvNetBackbone(nn.Module):
     """Conv blocks then a global mean pool, ``[B, C, H, W] -> [B, widths[-1]]``, or the
     flattened last feature map (``pool="flatten"``)."""
 
-    def __init__(self, in_channels: int, widths: Sequence[int], pool: str = "mean",
-                 image_size: int = 32) -> None:
+    def __init__(
+        self, in_channels: int, widths: Sequence[int], pool: str = "mean", image_size: int = 32
+    ) -> None:
         super().__init__()
         if pool not in ("mean", "flatten"):
             raise TaskspaceError(f"convnet pool must be 'mean' or 'flatten', got {pool!r}")

@@ -23,10 +23,10 @@ def plot_agreement_by_kind(rows: Sequence[dict], path: str | Path, split: str = 
         split = sorted(splits)[0]
     for r in rows:
         if r["split"] == split:
-            per_task.setdefault((r["kind"], int(r["task_index"])), []).append(
-                float(r["agreement"]))
-    kinds = sorted({k for k, _ in per_task}, key=lambda k: (
-        KIND_ORDER.index(k) if k in KIND_ORDER else 99, k))
+            per_task.setdefault((r["kind"], int(r["task_index"])), []).append(float(r["agreement"]))
+    kinds = sorted(
+        {k for k, _ in per_task}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else 99, k)
+    )
     data = [[sum(v) / len(v) for (k, _), v in per_task.items() if k == kind] for kind in kinds]
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * max(1, len(kinds)), 3.6))
     if data:
@@ -60,15 +60,26 @@ def plot_similarity(sim: torch.Tensor, names: Sequence[str], path: str | Path) -
     ax.set_xticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
     ax.set_yticks(range(k), [n.split("-")[-1] for n in names], fontsize=6)
     off = sim[~torch.eye(k, dtype=torch.bool)]
-    ax.set_title(f"folded similarity (mean off-diagonal {float(off.mean()):.3f})"
-                 if k > 1 else "folded similarity", fontsize=8)
+    ax.set_title(
+        f"folded similarity (mean off-diagonal {float(off.mean()):.3f})"
+        if k > 1
+        else "folded similarity",
+        fontsize=8,
+    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_gallery(ds: ImageDataset, scores: torch.Tensor, idx: torch.Tensor, path: str | Path,
-                 *, title: str = "", n: int = 10) -> Path:
+def plot_gallery(
+    ds: ImageDataset,
+    scores: torch.Tensor,
+    idx: torch.Tensor,
+    path: str | Path,
+    *,
+    title: str = "",
+    n: int = 10,
+) -> Path:
     """Two rows: the ``n`` images of ``idx`` with the highest score (label 1, ``s > 0``) and
     the ``n`` with the lowest (label 0), de-normalised from the stored uint8 pixels."""
     plt = pyplot()

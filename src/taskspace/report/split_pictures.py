@@ -93,30 +93,57 @@ def split_picture(
     ncols = len(order)
     nrows = len(sections) * (per_class + 1)
     ratios = ([0.45] + [1.0] * per_class) * len(sections)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(0.8 * ncols + 0.4, 0.8 * sum(ratios) + 0.5),
-                             squeeze=False, gridspec_kw={"height_ratios": ratios})
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(0.8 * ncols + 0.4, 0.8 * sum(ratios) + 0.5),
+        squeeze=False,
+        gridspec_kw={"height_ratios": ratios},
+    )
     for ax in axes.flat:
         ax.axis("off")
-    heading = {"train": f"Train ({len(split.train_idx)} images): columns = true class",
-               "test": f"Test ({len(split.test_idx)}): columns = true class, p: prediction",
-               "mistakes": "Test mistakes: columns = predicted class, gt: true class"}
+    heading = {
+        "train": f"Train ({len(split.train_idx)} images): columns = true class",
+        "test": f"Test ({len(split.test_idx)}): columns = true class, p: prediction",
+        "mistakes": "Test mistakes: columns = predicted class, gt: true class",
+    }
     positive = {int(c) for c in split.meta.get("positive_classes", [])}
     for s_i, section in enumerate(sections):
         top = s_i * (per_class + 1)
-        axes[top, 0].text(0.0, 1.25, heading[section], fontsize=8, fontweight="bold",
-                          transform=axes[top, 0].transAxes)
+        axes[top, 0].text(
+            0.0,
+            1.25,
+            heading[section],
+            fontsize=8,
+            fontweight="bold",
+            transform=axes[top, 0].transAxes,
+        )
         for col, c in enumerate(order):
             mark = "+" if c in positive else ""
-            axes[top, col].text(0.5, 0.05, f"{mark}{names[c]}"[:10], fontsize=7, ha="center",
-                                transform=axes[top, col].transAxes)
+            axes[top, col].text(
+                0.5,
+                0.05,
+                f"{mark}{names[c]}"[:10],
+                fontsize=7,
+                ha="center",
+                transform=axes[top, col].transAxes,
+            )
             for r, i in enumerate(panels[section][c]):
                 ax = axes[top + 1 + r, col]
-                ax.imshow(_image(dataset, i), cmap="gray" if dataset.channels == 1 else None,
-                          vmin=0, vmax=1)
+                ax.imshow(
+                    _image(dataset, i),
+                    cmap="gray" if dataset.channels == 1 else None,
+                    vmin=0,
+                    vmax=1,
+                )
                 if section == "test" and predictions is not None:
                     p = int(predictions[i])
-                    ax.set_title(f"p:{names[p]}"[:10] if p >= 0 else "", fontsize=6, pad=1,
-                                 color="green" if p == int(dataset.classes[i]) else "red")
+                    ax.set_title(
+                        f"p:{names[p]}"[:10] if p >= 0 else "",
+                        fontsize=6,
+                        pad=1,
+                        color="green" if p == int(dataset.classes[i]) else "red",
+                    )
                 elif section == "mistakes":
                     ax.set_title(f"gt:{names[int(dataset.classes[i])]}"[:10], fontsize=6, pad=1)
     fig.suptitle(title or split.name, fontsize=9)

@@ -5,5 +5,12 @@ from taskspace.runs.launch import LAUNCHERS, LaunchOptions, run_jobs
 from taskspace.runs.rundir import RunDir, config_digest
 from taskspace.runs.sweep import SWEEP_TABLE, run_sweep
 
-__all__ = ["LAUNCHERS", "SWEEP_TABLE", "LaunchOptions", "RunDir", "config_digest", "run_jobs",
-           "run_sweep"]
+__all__ = [
+    "LAUNCHERS",
+    "SWEEP_TABLE",
+    "LaunchOptions",
+    "RunDir",
+    "config_digest",
+    "run_jobs",
+    "run_sweep",
+]

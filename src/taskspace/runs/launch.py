@@ -45,9 +45,7 @@ def run_jobs(
 ) -> list[Any]:
     """Run ``fn(*args)`` for every ``args`` in ``jobs``; return the results in order."""
     if options.kind not in LAUNCHERS:
-        raise TaskspaceError(
-            f"launch must be one of {', '.join(LAUNCHERS)}, got {options.kind!r}"
-        )
+        raise TaskspaceError(f"launch must be one of {', '.join(LAUNCHERS)}, got {options.kind!r}")
     if not jobs:
         return []
     if options.kind == "inprocess":

@@ -27,6 +27,7 @@ DONE = "done.json"
 
 def _result_options(cfg: Any, ignore: Collection[str]) -> dict[str, Any]:
     """Dotted options that change results (``ignore`` holds dotted keys or group prefixes)."""
+
     def ignored(key: str) -> bool:
         return any(key == i or key.startswith(i + ".") for i in ignore)
 
@@ -52,8 +53,14 @@ class RunDir:
         self.ignore = set(ignore)
 
     @classmethod
-    def for_config(cls, cfg: Any, command: str, ignore: Collection[str],
-                   out: str | None = None, name_parts: Iterable[str] = ()) -> RunDir:
+    def for_config(
+        cls,
+        cfg: Any,
+        command: str,
+        ignore: Collection[str],
+        out: str | None = None,
+        name_parts: Iterable[str] = (),
+    ) -> RunDir:
         """``out``, or ``runs/<command>-<name parts>-<digest>`` (deterministic, so the same
         command resumes the same folder)."""
         if out:
@@ -77,14 +84,17 @@ class RunDir:
         try:
             old = load_config(type(cfg), path)
         except TaskspaceError as err:
-            raise TaskspaceError(f"run directory {self.path} holds a config this version "
-                                 f"cannot read ({err}); use another out=... or delete it"
-                                 ) from None
+            raise TaskspaceError(
+                f"run directory {self.path} holds a config this version "
+                f"cannot read ({err}); use another out=... or delete it"
+            ) from None
         before, now = _result_options(old, self.ignore), _result_options(cfg, self.ignore)
         diff = sorted(k for k in now if before.get(k) != now[k])
         if diff:
-            raise TaskspaceError(f"run directory {self.path} was made with different options "
-                                 f"({', '.join(diff)}); use another out=... or delete it")
+            raise TaskspaceError(
+                f"run directory {self.path} was made with different options "
+                f"({', '.join(diff)}); use another out=... or delete it"
+            )
 
     def start(self, cfg: Any, first_files: Callable[[], object] | None = None) -> bool:
         """Check ``cfg`` against the folder; on a new folder call ``first_files()`` (inputs

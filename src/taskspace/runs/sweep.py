@@ -92,5 +92,6 @@ def write_table(folder: Path, points: Sequence[Sequence[str]], runs: Sequence[Pa
         rows.append(row)
     if not rows:
         raise TaskspaceError("a sweep needs at least one point")
-    return write_csv(folder / SWEEP_TABLE, rows,
-                     ["point", *keys, "finished", "run_dir", *metric_keys])
+    return write_csv(
+        folder / SWEEP_TABLE, rows, ["point", *keys, "finished", "run_dir", *metric_keys]
+    )

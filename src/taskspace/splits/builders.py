@@ -68,8 +68,9 @@ class Split:
         self.train_idx = _as_index(self.train_idx, f"split {self.name!r} train_idx")
         self.test_idx = _as_index(self.test_idx, f"split {self.name!r} test_idx")
         if self.kind not in SPLIT_KINDS:
-            raise TaskspaceError(f"unknown split kind {self.kind!r}; expected one of "
-                                 f"{', '.join(SPLIT_KINDS)}")
+            raise TaskspaceError(
+                f"unknown split kind {self.kind!r}; expected one of {', '.join(SPLIT_KINDS)}"
+            )
         common = np.intersect1d(self.train_idx.numpy(), self.test_idx.numpy())
         if common.size:
             raise TaskspaceError(
@@ -113,8 +114,14 @@ class Split:
         meta = copy.deepcopy(self.meta)
         meta["orientation"] = _other_orientation(meta.get("orientation", "t=d"))
         meta["n_train"], meta["n_test"] = len(self.test_idx), len(self.train_idx)
-        return Split(self.test_idx.clone(), self.train_idx.clone(), _flip_name(self.name),
-                     self.kind, meta, self.target_labels)
+        return Split(
+            self.test_idx.clone(),
+            self.train_idx.clone(),
+            _flip_name(self.name),
+            self.kind,
+            meta,
+            self.target_labels,
+        )
 
 
 def _other_orientation(o: str) -> str:
@@ -131,8 +138,9 @@ def _as_index(idx: Any, what: str) -> torch.Tensor:
     if arr.size == 0:
         return torch.zeros(0, dtype=torch.int64)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise TaskspaceError(f"{what} must be a 1-D integer index array, got {arr.dtype} "
-                             f"{arr.shape}")
+        raise TaskspaceError(
+            f"{what} must be a 1-D integer index array, got {arr.dtype} {arr.shape}"
+        )
     arr = arr.astype(np.int64)
     if arr.min() < 0:
         raise TaskspaceError(f"{what} has negative index {int(arr.min())}")
@@ -160,22 +168,24 @@ def resolve_pool(dataset: ImageDataset, pool: str | torch.Tensor | None) -> torc
         return dataset.split(pool).sort().values
     out = _as_index(pool, "pool")
     if len(out) and int(out.max()) >= len(dataset):
-        raise TaskspaceError(f"pool index {int(out.max())} is out of range for "
-                             f"{len(dataset)} images")
+        raise TaskspaceError(
+            f"pool index {int(out.max())} is out of range for {len(dataset)} images"
+        )
     return out
 
 
 def _binary_labels(labels: torch.Tensor, what: str) -> torch.Tensor:
     labels = torch.as_tensor(labels)
     if labels.dim() != 1:
-        raise TaskspaceError(f"{what} must be one label per image (1-D), got "
-                             f"{tuple(labels.shape)}")
+        raise TaskspaceError(f"{what} must be one label per image (1-D), got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point:
         raise TaskspaceError(f"{what} must be integer 0/1 labels, got {labels.dtype}")
     labels = labels.long()
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 1):
-        raise TaskspaceError(f"{what} must be binary (0/1) for a split; got values in "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+        raise TaskspaceError(
+            f"{what} must be binary (0/1) for a split; got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
     return labels
 
 
@@ -214,8 +224,12 @@ def binary_split(
         d = 1 - d
     same = t[pool] == d[pool]
     name = name or f"{target_name}__{discovered_name}" + ("-flip" if flip else "")
-    info = {"target": target_name, "discovered": discovered_name,
-            "orientation": "t=1-d" if flip else "t=d", "pool_size": len(pool)}
+    info = {
+        "target": target_name,
+        "discovered": discovered_name,
+        "orientation": "t=1-d" if flip else "t=d",
+        "pool_size": len(pool),
+    }
     info.update(meta or {})
     return Split(pool[same], pool[~same], name, kind, info, t.clone())
 
@@ -239,11 +253,22 @@ def multiclass_split(
     if not c1:
         raise TaskspaceError("multiclass split needs a non-empty positive class group C1")
     t = torch.isin(classes, torch.tensor(c1)).long()
-    tname = "C1=" + "".join(str(c) for c in c1) if max(c1) < 10 else "C1=" + "-".join(
-        str(c) for c in c1)
-    split = binary_split(t, discovered, pool=pool, flip=flip, name=name, target_name=tname,
-                         discovered_name=discovered_name, kind="multiclass",
-                         meta={"positive_classes": c1})
+    tname = (
+        "C1=" + "".join(str(c) for c in c1)
+        if max(c1) < 10
+        else "C1=" + "-".join(str(c) for c in c1)
+    )
+    split = binary_split(
+        t,
+        discovered,
+        pool=pool,
+        flip=flip,
+        name=name,
+        target_name=tname,
+        discovered_name=discovered_name,
+        kind="multiclass",
+        meta={"positive_classes": c1},
+    )
     return split
 
 
@@ -255,8 +280,9 @@ def class_partition(num_classes: int, seed: int) -> list[int]:
 
     if num_classes < 2:
         raise TaskspaceError(f"a class partition needs at least 2 classes, got {num_classes}")
-    first, _ = train_test_split(np.arange(num_classes), train_size=num_classes // 2,
-                                random_state=seed)
+    first, _ = train_test_split(
+        np.arange(num_classes), train_size=num_classes // 2, random_state=seed
+    )
     return sorted(int(c) for c in first)
 
 
@@ -279,8 +305,13 @@ def random_network_logits(
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(int(seed))
-        net = create_model(model, 1, in_channels=dataset.channels,
-                           image_size=dataset.image_size, **(model_kwargs or {}))
+        net = create_model(
+            model,
+            1,
+            in_channels=dataset.channels,
+            image_size=dataset.image_size,
+            **(model_kwargs or {}),
+        )
     finally:
         torch.random.set_rng_state(state)
     net = net.to(device).eval()
@@ -322,16 +353,25 @@ def random_network_split(
     Train ``{t = d}``, test ``{t != d}``.
     """
     pool_idx = resolve_pool(dataset, pool)
-    logits = random_network_logits(dataset, pool_idx, model=model, seed=seed, device=device,
-                                   model_kwargs=model_kwargs)
+    logits = random_network_logits(
+        dataset, pool_idx, model=model, seed=seed, device=device, model_kwargs=model_kwargs
+    )
     d = torch.zeros(len(dataset), dtype=torch.long)
     d[pool_idx] = lower_half_per_class(logits, dataset.classes[pool_idx])
     c1 = class_partition(dataset.num_classes, seed)
     t = torch.isin(dataset.classes, torch.tensor(c1)).long()
     name = name or f"randnet-{model}-s{seed}" + ("-flip" if flip else "")
-    return binary_split(t, d, pool=pool_idx, flip=flip, name=name, target_name="C1=" + "-".join(
-        map(str, c1)), discovered_name=f"random-{model}-s{seed}", kind="random_network",
-        meta={"positive_classes": c1, "network": model, "network_seed": int(seed)})
+    return binary_split(
+        t,
+        d,
+        pool=pool_idx,
+        flip=flip,
+        name=name,
+        target_name="C1=" + "-".join(map(str, c1)),
+        discovered_name=f"random-{model}-s{seed}",
+        kind="random_network",
+        meta={"positive_classes": c1, "network": model, "network_seed": int(seed)},
+    )
 
 
 def random_split_like(
@@ -347,26 +387,40 @@ def random_split_like(
     ``torch.randperm`` on a generator seeded ``seed``. Target labels and the target's
     class partition are kept, so the baseline is evaluated on the same task.
     """
-    pool = torch.cat([split.train_idx, split.test_idx]) if pool is None else _as_index(
-        pool, "pool")
+    pool = torch.cat([split.train_idx, split.test_idx]) if pool is None else _as_index(pool, "pool")
     pool = pool.sort().values
     n_train, n_test = split.sizes
     if n_train + n_test > len(pool):
-        raise TaskspaceError(f"pool of {len(pool)} images is too small for a {n_train}/{n_test} "
-                             "random split")
+        raise TaskspaceError(
+            f"pool of {len(pool)} images is too small for a {n_train}/{n_test} random split"
+        )
     g = torch.Generator().manual_seed(int(seed))
     perm = pool[torch.randperm(len(pool), generator=g)]
     meta = _baseline_meta(split, seed, "matched")
-    return Split(perm[:n_train], perm[n_train : n_train + n_test],
-                 name or f"random-{split.name}", "random", meta, split.target_labels)
+    return Split(
+        perm[:n_train],
+        perm[n_train : n_train + n_test],
+        name or f"random-{split.name}",
+        "random",
+        meta,
+        split.target_labels,
+    )
 
 
 def _baseline_meta(split: Split, seed: int, baseline: str) -> dict[str, Any]:
     """Meta of a random baseline standing in for ``split``: what it is like, and its seed."""
-    keep = {k: v for k, v in split.meta.items()
-            if k in ("target", "discovered", "positive_classes", "pool_size")}
-    return {**keep, "like": split.name, "random_seed": int(seed), "setting_kind": split.kind,
-            "random_baseline": baseline}
+    keep = {
+        k: v
+        for k, v in split.meta.items()
+        if k in ("target", "discovered", "positive_classes", "pool_size")
+    }
+    return {
+        **keep,
+        "like": split.name,
+        "random_seed": int(seed),
+        "setting_kind": split.kind,
+        "random_baseline": baseline,
+    }
 
 
 def reference_random_split(split: Split, *, seed: int = 0, name: str | None = None) -> Split:
@@ -382,8 +436,14 @@ def reference_random_split(split: Split, *, seed: int = 0, name: str | None = No
     pool = torch.cat([split.train_idx, split.test_idx]).sort().values
     perm = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(int(seed)))]
     n_train = len(pool) - len(pool) // 2
-    return Split(perm[:n_train], perm[n_train:], name or f"random-{split.name}", "random",
-                 _baseline_meta(split, seed, "reference"), split.target_labels)
+    return Split(
+        perm[:n_train],
+        perm[n_train:],
+        name or f"random-{split.name}",
+        "random",
+        _baseline_meta(split, seed, "reference"),
+        split.target_labels,
+    )
 
 
 def feature_sign_tasks(
@@ -408,8 +468,15 @@ def feature_sign_tasks(
     """
     if count < 1:
         raise TaskspaceError(f"need at least one stand-in task, got {count}")
-    ens = fit_many(model, dataset, dataset.classes[None], recipe, [int(seed)],
-                   model_kwargs=model_kwargs, device=device)
+    ens = fit_many(
+        model,
+        dataset,
+        dataset.classes[None],
+        recipe,
+        [int(seed)],
+        model_kwargs=model_kwargs,
+        device=device,
+    )
     net = cast(Classifier, ens.model(0)).to(device)  # Ensemble.model is typed nn.Module
     feats = []
     with torch.no_grad():
@@ -422,8 +489,12 @@ def feature_sign_tasks(
     w = torch.randn(f.shape[1], count, generator=g)
     labels = (f @ w > 0).long().T.contiguous()
     names = [f"standin-{k:02d}" for k in range(count)]
-    meta = {"standin": True, "construction": "sign of random projections of the penultimate "
-            f"features of a {model} trained on the original classes", "seed": int(seed)}
+    meta = {
+        "standin": True,
+        "construction": "sign of random projections of the penultimate "
+        f"features of a {model} trained on the original classes",
+        "seed": int(seed),
+    }
     return TaskSet(labels, names, ["standin"] * count, meta)
 
 
@@ -455,8 +526,9 @@ def adversarial_splits(
         raise TaskspaceError(f"kind must be binary or multiclass here, got {kind!r}")
     _check_same_images(targets, discovered, "target tasks", "discovered tasks")
     if targets.num_images != len(dataset):
-        raise TaskspaceError(f"tasks label {targets.num_images} images but the dataset has "
-                             f"{len(dataset)}")
+        raise TaskspaceError(
+            f"tasks label {targets.num_images} images but the dataset has {len(dataset)}"
+        )
     pool_idx = resolve_pool(dataset, pool)
     out = []
     for i, tname in enumerate(targets.names):
@@ -465,17 +537,35 @@ def adversarial_splits(
             if kind == "multiclass":
                 c1 = tmeta.get("positive_classes")
                 if not c1:
-                    raise TaskspaceError(f"target {tname!r} has no positive_classes in its "
-                                         "meta; multiclass splits need class-partition targets")
-                s = multiclass_split(dataset.classes, c1, discovered.labels[j], pool=pool_idx,
-                                     flip=flip, discovered_name=dname,
-                                     name=f"{tname}__{dname}" + ("-flip" if flip else ""))
+                    raise TaskspaceError(
+                        f"target {tname!r} has no positive_classes in its "
+                        "meta; multiclass splits need class-partition targets"
+                    )
+                s = multiclass_split(
+                    dataset.classes,
+                    c1,
+                    discovered.labels[j],
+                    pool=pool_idx,
+                    flip=flip,
+                    discovered_name=dname,
+                    name=f"{tname}__{dname}" + ("-flip" if flip else ""),
+                )
                 s.meta["target"] = tname
             else:
-                extra = {"positive_classes": tmeta["positive_classes"]} if (
-                    "positive_classes" in tmeta) else {}
-                s = binary_split(targets.labels[i], discovered.labels[j], pool=pool_idx,
-                                 flip=flip, target_name=tname, discovered_name=dname, meta=extra)
+                extra = (
+                    {"positive_classes": tmeta["positive_classes"]}
+                    if ("positive_classes" in tmeta)
+                    else {}
+                )
+                s = binary_split(
+                    targets.labels[i],
+                    discovered.labels[j],
+                    pool=pool_idx,
+                    flip=flip,
+                    target_name=tname,
+                    discovered_name=dname,
+                    meta=extra,
+                )
             out.append(s)
     return out
 

@@ -31,8 +31,20 @@ from taskspace.splits.builders import (
 from taskspace.tasks import TaskSet
 
 #: Columns of one result row (one split, one setting).
-RESULT_COLUMNS = ["split", "kind", "type", "setting", "target", "discovered", "orientation",
-                  "n_train", "n_test", "train_acc", "test_acc", "split_id"]
+RESULT_COLUMNS = [
+    "split",
+    "kind",
+    "type",
+    "setting",
+    "target",
+    "discovered",
+    "orientation",
+    "n_train",
+    "n_test",
+    "train_acc",
+    "test_acc",
+    "split_id",
+]
 
 #: Columns of one headline row.
 HEADLINE_COLUMNS = ["setting", "type", "mean", "std", "min", "max", "count"]
@@ -68,8 +80,9 @@ def auto_settings(split: Split, num_classes: int) -> list[str]:
     return [cls]
 
 
-def resolve_settings(splits: Sequence[Split], settings: str | Sequence[str],
-                     num_classes: int) -> list[tuple[int, str]]:
+def resolve_settings(
+    splits: Sequence[Split], settings: str | Sequence[str], num_classes: int
+) -> list[tuple[int, str]]:
     """``(split position, setting)`` work items for ``settings`` (``auto``, or a list of
     ``2-way`` / ``classes`` / ``<C>-way``)."""
     cls = class_setting(num_classes)
@@ -217,11 +230,22 @@ def evaluate_splits(
     for group_setting in sorted({st for _, st in items}):
         pos = [k for k, (_, st) in enumerate(items) if st == group_setting]
         outputs = 2 if group_setting == "2-way" else num_outputs
-        ens = fit_many(model, dataset, label_mat[pos], recipe, [seeds[k] for k in pos],
-                       order_seeds=[orders[k] for k in pos], train_idx=union,
-                       masks=mask_mat[pos], num_outputs=outputs, device=device,
-                       chunk_size=chunk_size, batched=batched, model_kwargs=model_kwargs,
-                       progress=progress)
+        ens = fit_many(
+            model,
+            dataset,
+            label_mat[pos],
+            recipe,
+            [seeds[k] for k in pos],
+            order_seeds=[orders[k] for k in pos],
+            train_idx=union,
+            masks=mask_mat[pos],
+            num_outputs=outputs,
+            device=device,
+            chunk_size=chunk_size,
+            batched=batched,
+            model_kwargs=model_kwargs,
+            progress=progress,
+        )
         both = torch.zeros(n, dtype=torch.bool)
         for k in pos:
             s = splits[items[k][0]]
@@ -236,13 +260,22 @@ def evaluate_splits(
             s = splits[i]
             pred = logits[r].argmax(-1)
             y = label_mat[k]
-            acc = {side: _acc(pred, y, where, idx) for side, idx in
-                   (("train", s.train_idx), ("test", s.test_idx))}
+            acc = {
+                side: _acc(pred, y, where, idx)
+                for side, idx in (("train", s.train_idx), ("test", s.test_idx))
+            }
             rows[k] = {
-                "split": s.name, "kind": s.kind, "type": split_type(s), "setting": setting,
-                "target": s.meta.get("target", ""), "discovered": s.meta.get("discovered", ""),
-                "orientation": s.meta.get("orientation", ""), "n_train": len(s.train_idx),
-                "n_test": len(s.test_idx), "train_acc": acc["train"], "test_acc": acc["test"],
+                "split": s.name,
+                "kind": s.kind,
+                "type": split_type(s),
+                "setting": setting,
+                "target": s.meta.get("target", ""),
+                "discovered": s.meta.get("discovered", ""),
+                "orientation": s.meta.get("orientation", ""),
+                "n_train": len(s.train_idx),
+                "n_test": len(s.test_idx),
+                "train_acc": acc["train"],
+                "test_acc": acc["test"],
                 "split_id": ids[i],
             }
             if return_predictions:
@@ -273,11 +306,22 @@ def summarize_headline(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in sorted(groups, key=order):
         vals = [v for v in groups[key] if not math.isnan(v)]
         mean = sum(vals) / len(vals) if vals else float("nan")
-        std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-               if len(vals) > 1 else 0.0)
-        out.append({"setting": key[0], "type": key[1], "mean": mean, "std": std,
-                    "min": min(vals) if vals else float("nan"),
-                    "max": max(vals) if vals else float("nan"), "count": len(vals)})
+        std = (
+            math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+            if len(vals) > 1
+            else 0.0
+        )
+        out.append(
+            {
+                "setting": key[0],
+                "type": key[1],
+                "mean": mean,
+                "std": std,
+                "min": min(vals) if vals else float("nan"),
+                "max": max(vals) if vals else float("nan"),
+                "count": len(vals),
+            }
+        )
     return out
 
 
@@ -302,8 +346,10 @@ def format_headline(rows: Sequence[dict[str, Any]]) -> str:
     for setting, d in by.items():
         count = int(d.get("adversarial", d.get("random", {})).get("count", 0))
         adv_min = f"{float(d['adversarial']['min']):.3f}" if "adversarial" in d else "-"
-        lines.append(f"{setting:<10} {cell(d.get('random')):>16} "
-                     f"{cell(d.get('adversarial')):>16} {adv_min:>9} {count:>7}")
+        lines.append(
+            f"{setting:<10} {cell(d.get('random')):>16} "
+            f"{cell(d.get('adversarial')):>16} {adv_min:>9} {count:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -314,12 +360,14 @@ RANDOM_BASELINES = ("matched", "reference")
 def check_random_baseline(baseline: str) -> None:
     """Refuse a ``random_baseline`` that is not one of :data:`RANDOM_BASELINES`."""
     if baseline not in RANDOM_BASELINES:
-        raise TaskspaceError(f"random_baseline must be one of {', '.join(RANDOM_BASELINES)}, "
-                             f"got {baseline!r}")
+        raise TaskspaceError(
+            f"random_baseline must be one of {', '.join(RANDOM_BASELINES)}, got {baseline!r}"
+        )
 
 
-def with_random_baselines(splits: Sequence[Split], seed: int = 0,
-                          baseline: str = "matched") -> list[Split]:
+def with_random_baselines(
+    splits: Sequence[Split], seed: int = 0, baseline: str = "matched"
+) -> list[Split]:
     """``splits`` followed by one random baseline split per split.
 
     ``matched`` (default): a random split with the same train/test sizes as each split
@@ -334,8 +382,10 @@ def with_random_baselines(splits: Sequence[Split], seed: int = 0,
     if baseline == "reference":
         base = [reference_random_split(s, seed=seed) for s in splits]
     else:
-        base = [random_split_like(s, seed=derive_seed(seed, i, Stream.RANDOM_SPLIT))
-                for i, s in enumerate(splits)]
+        base = [
+            random_split_like(s, seed=derive_seed(seed, i, Stream.RANDOM_SPLIT))
+            for i, s in enumerate(splits)
+        ]
     return [*splits, *base]
 
 
@@ -428,9 +478,18 @@ def headline_table(
     """
     adv = adversarial_splits(dataset, targets, discovered, kind=kind, pool=pool, flip=flip)
     splits = with_random_baselines(adv, seed, random_baseline)
-    rows = evaluate_splits(dataset, splits, settings=settings, model=model, recipe=recipe,
-                           seed=seed, device=device, chunk_size=chunk_size,
-                           model_kwargs=model_kwargs, progress=progress)
+    rows = evaluate_splits(
+        dataset,
+        splits,
+        settings=settings,
+        model=model,
+        recipe=recipe,
+        seed=seed,
+        device=device,
+        chunk_size=chunk_size,
+        model_kwargs=model_kwargs,
+        progress=progress,
+    )
     summary = summarize_headline(rows)
     return (summary, rows) if return_rows else summary
 

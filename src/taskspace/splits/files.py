@@ -50,8 +50,9 @@ PARTITION_CODES = {"train": 0, "val": 1, "test": 2}
 def save_split(path: str | Path, split: Split) -> Path:
     """Write ``split`` to ``path`` (``.npz``) atomically."""
     try:
-        meta = json.dumps({"name": split.name, "kind": split.kind, "meta": split.meta},
-                          sort_keys=True)
+        meta = json.dumps(
+            {"name": split.name, "kind": split.kind, "meta": split.meta}, sort_keys=True
+        )
     except (TypeError, ValueError) as err:
         raise TaskspaceError(f"split {split.name!r} meta is not JSON-serialisable: {err}") from None
     arrays: dict[str, Any] = {
@@ -86,9 +87,14 @@ def load_split(path: str | Path, n_images: int | None = None) -> Split:
     except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as err:
         raise TaskspaceError(f"{path}: unreadable split file ({err})") from None
     try:
-        split = Split(torch.from_numpy(train), torch.from_numpy(test), str(info["name"]),
-                      str(info["kind"]), dict(info.get("meta", {})),
-                      None if target is None else torch.from_numpy(target.astype(np.int64)))
+        split = Split(
+            torch.from_numpy(train),
+            torch.from_numpy(test),
+            str(info["name"]),
+            str(info["kind"]),
+            dict(info.get("meta", {})),
+            None if target is None else torch.from_numpy(target.astype(np.int64)),
+        )
     except KeyError as err:
         raise TaskspaceError(f"{path}: split meta lacks {err}") from None
     except TaskspaceError as err:
@@ -107,8 +113,7 @@ def default_image_id(i: int) -> str:
     return f"{i + 1:06d}.jpg"
 
 
-def image_ids(n_images: int, ids: Sequence[str] | Callable[[int], str] | None = None
-              ) -> list[str]:
+def image_ids(n_images: int, ids: Sequence[str] | Callable[[int], str] | None = None) -> list[str]:
     """The id of every dataset index: ``ids`` (a list, e.g. ``dataset.ids``, or a function
     of the index), by default :func:`default_image_id`."""
     if ids is None:
@@ -188,8 +193,10 @@ def import_partition(
     index = {x: i for i, x in enumerate(image_ids(n, ids))}
     unknown = [x for x in file_ids if x not in index]
     if unknown:
-        raise TaskspaceError(f"{path}: {len(unknown)} unknown image ids (e.g. {unknown[0]!r}) "
-                             f"for a dataset of {n} images; check the id mapping")
+        raise TaskspaceError(
+            f"{path}: {len(unknown)} unknown image ids (e.g. {unknown[0]!r}) "
+            f"for a dataset of {n} images; check the id mapping"
+        )
     pos = np.asarray([index[x] for x in file_ids], dtype=np.int64)
     meta = {"source": str(path), "n_partition_test": int((codes == 2).sum())}
     split = Split(pos[codes == 0], pos[codes == 1], name or path.stem, "imported", meta)
@@ -201,11 +208,24 @@ def _numpy_safe_globals() -> list[Any]:
     """numpy's array-rebuild functions and dtype classes, under old and new module names."""
     core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
     reconstruct = core.multiarray._reconstruct
-    allowed: list[Any] = [np.ndarray, np.dtype, reconstruct,
-                          (reconstruct, "numpy.core.multiarray._reconstruct"),
-                          (reconstruct, "numpy._core.multiarray._reconstruct")]
-    for name in ("Int64DType", "Int32DType", "Int16DType", "Int8DType", "UInt8DType",
-                 "UInt16DType", "UInt32DType", "UInt64DType", "BoolDType"):
+    allowed: list[Any] = [
+        np.ndarray,
+        np.dtype,
+        reconstruct,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+    ]
+    for name in (
+        "Int64DType",
+        "Int32DType",
+        "Int16DType",
+        "Int8DType",
+        "UInt8DType",
+        "UInt16DType",
+        "UInt32DType",
+        "UInt64DType",
+        "BoolDType",
+    ):
         if hasattr(np_dtypes, name):
             allowed.append(getattr(np_dtypes, name))
     return allowed
@@ -219,11 +239,11 @@ def _to_index(x: Any, where: str) -> torch.Tensor:
     elif isinstance(x, (list, tuple)):
         arr = np.asarray(x)
     else:
-        raise TaskspaceError(f"{where}: expected an index tensor or array, got "
-                             f"{type(x).__name__}")
+        raise TaskspaceError(f"{where}: expected an index tensor or array, got {type(x).__name__}")
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise TaskspaceError(f"{where}: expected a 1-D integer index array, got {arr.dtype} "
-                             f"{arr.shape}")
+        raise TaskspaceError(
+            f"{where}: expected a 1-D integer index array, got {arr.dtype} {arr.shape}"
+        )
     return torch.from_numpy(arr.astype(np.int64))
 
 
@@ -242,26 +262,32 @@ def _read_reference(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else ""
-        raise TaskspaceError(f"{path}: refused to load: the file holds objects other than "
-                             f"index tensors/arrays ({first})") from None
+        raise TaskspaceError(
+            f"{path}: refused to load: the file holds objects other than "
+            f"index tensors/arrays ({first})"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise TaskspaceError(f"{path}: unreadable split file ({str(err)[:200]})") from None
 
 
-def _reference_items(obj: Any, path: Path
-                     ) -> list[tuple[str, torch.Tensor, torch.Tensor, dict[str, Any]]]:
+def _reference_items(
+    obj: Any, path: Path
+) -> list[tuple[str, torch.Tensor, torch.Tensor, dict[str, Any]]]:
     """``(name, train_idx, test_idx, meta)`` of every split in a reference file's object."""
     if isinstance(obj, (list, tuple)):
         tr, te = _pair(obj, str(path))
         return [(path.stem, tr, te, {"source": str(path)})]
     if not isinstance(obj, dict):
-        raise TaskspaceError(f"{path}: expected a dict of split lists or a [train_idx, "
-                             f"test_idx] pair, got {type(obj).__name__}")
+        raise TaskspaceError(
+            f"{path}: expected a dict of split lists or a [train_idx, "
+            f"test_idx] pair, got {type(obj).__name__}"
+        )
     items = []
     for target, pairs in obj.items():
         if not isinstance(pairs, (list, tuple)):
-            raise TaskspaceError(f"{path}: target {target!r} must map to a list of "
-                                 "(train_idx, test_idx) pairs")
+            raise TaskspaceError(
+                f"{path}: target {target!r} must map to a list of (train_idx, test_idx) pairs"
+            )
         meta: dict[str, Any] = {"target": str(target), "source": str(path)}
         if isinstance(target, int) and not isinstance(target, bool):
             meta["target_index"] = target
@@ -274,8 +300,9 @@ def _reference_items(obj: Any, path: Path
 def _torchvision_to_dataset(idx: torch.Tensor, inv: torch.Tensor, where: str) -> torch.Tensor:
     """Torchvision training indices -> dataset indices (images not kept are dropped)."""
     if len(idx) and int(idx.max()) >= len(inv):
-        raise TaskspaceError(f"{where}: index {int(idx.max())} is beyond the {len(inv)} "
-                             "official training images")
+        raise TaskspaceError(
+            f"{where}: index {int(idx.max())} is beyond the {len(inv)} official training images"
+        )
     mapped = inv[idx]
     return mapped[mapped >= 0]
 
@@ -331,7 +358,9 @@ def load_reference_splits(
 
 # ----------------------------------------------------------------------------- balance
 def split_balance(
-    split: Split, classes: torch.Tensor, num_classes: int | None = None,
+    split: Split,
+    classes: torch.Tensor,
+    num_classes: int | None = None,
     target: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Class counts and target positive rate of each side.
@@ -355,10 +384,13 @@ def balance_row(split: Split, classes: torch.Tensor, num_classes: int) -> dict[s
     """One flat ``splits.csv`` row: sizes, positive rates, class counts as ``a/b/c``."""
     b = split_balance(split, classes, num_classes)
     row: dict[str, Any] = {
-        "split": split.name, "kind": split.kind,
-        "target": split.meta.get("target", ""), "discovered": split.meta.get("discovered", ""),
+        "split": split.name,
+        "kind": split.kind,
+        "target": split.meta.get("target", ""),
+        "discovered": split.meta.get("discovered", ""),
         "orientation": split.meta.get("orientation", ""),
-        "n_train": b["train"]["n"], "n_test": b["test"]["n"],
+        "n_train": b["train"]["n"],
+        "n_test": b["test"]["n"],
     }
     for side in ("train", "test"):
         rate = b[side]["positive_rate"]
@@ -367,9 +399,19 @@ def balance_row(split: Split, classes: torch.Tensor, num_classes: int) -> dict[s
     return row
 
 
-BALANCE_COLUMNS = ["split", "kind", "target", "discovered", "orientation", "n_train", "n_test",
-                   "train_positive_rate", "test_positive_rate", "train_class_counts",
-                   "test_class_counts"]
+BALANCE_COLUMNS = [
+    "split",
+    "kind",
+    "target",
+    "discovered",
+    "orientation",
+    "n_train",
+    "n_test",
+    "train_positive_rate",
+    "test_positive_rate",
+    "train_class_counts",
+    "test_class_counts",
+]
 
 __all__ = [
     "BALANCE_COLUMNS",

@@ -45,8 +45,7 @@ from taskspace.tasks import (
     parse_task_spec,
 )
 
-__all__ = ["KINDS", "SplitOptions", "build_splits", "import_splits", "read_splits",
-           "write_splits"]
+__all__ = ["KINDS", "SplitOptions", "build_splits", "import_splits", "read_splits", "write_splits"]
 
 KINDS = ("binary", "multiclass", "random_network")
 
@@ -55,20 +54,31 @@ KINDS = ("binary", "multiclass", "random_network")
 class SplitOptions:
     """What decides a set of adversarial splits (and their random baselines)."""
 
-    discovered: str = option("standin", "tau_d: a discovery run dir or tasks file "
-                             "(<path>[:<format>]), human, or standin (feature-sign tasks)")
+    discovered: str = option(
+        "standin",
+        "tau_d: a discovery run dir or tasks file "
+        "(<path>[:<format>]), human, or standin (feature-sign tasks)",
+    )
     num_discovered: int = option(8, "the first N discovered tasks")
-    targets: str = option("human", "human (the reference targets 0, 11, 18, 27, 31, 38, 40), "
-                          "human-task indices (0,11) or a tasks file")
+    targets: str = option(
+        "human",
+        "human (the reference targets 0, 11, 18, 27, 31, 38, 40), "
+        "human-task indices (0,11) or a tasks file",
+    )
     kind: str = option("binary", "binary, multiclass or random_network")
     flip: bool = option(False, "swap the train and test sides")
     pool: str = option("nontest", "images the splits cover: nontest, train or all")
     seeds: list[int] | None = option(None, "random_network: one split per seed")
     random_baselines: bool = option(True, "add random splits as baselines")
-    random_baseline: str = option("matched", "matched (size-matched, default) or reference "
-                                  "(one seeded half/half split, as the reference)")
-    import_file: str | None = option(None, "a reference .torch, a CelebA partition .csv or a "
-                                     "split .npz instead of building splits")
+    random_baseline: str = option(
+        "matched",
+        "matched (size-matched, default) or reference "
+        "(one seeded half/half split, as the reference)",
+    )
+    import_file: str | None = option(
+        None,
+        "a reference .torch, a CelebA partition .csv or a split .npz instead of building splits",
+    )
     seed: int = option(0, "seed of stand-in tasks, baselines and the random network")
 
 
@@ -78,12 +88,16 @@ def resolve_tasks_path(value: str) -> Path:
     if path.is_dir():
         cand = path / "tasks.npz"
         if not cand.is_file():
-            raise TaskspaceError(f"{path} is a directory without tasks.npz; pass a discovery "
-                                 "run directory or a tasks file")
+            raise TaskspaceError(
+                f"{path} is a directory without tasks.npz; pass a discovery "
+                "run directory or a tasks file"
+            )
         return cand
     if not path.is_file():
-        raise TaskspaceError(f"tasks not found: {value} (use a discovery run directory, a "
-                             "tasks .npz/.npy/.csv file, 'human' or 'standin')")
+        raise TaskspaceError(
+            f"tasks not found: {value} (use a discovery run directory, a "
+            "tasks .npz/.npy/.csv file, 'human' or 'standin')"
+        )
     return path
 
 
@@ -99,12 +113,18 @@ def build_targets(cfg: SplitOptions, dataset: ImageDataset) -> TaskSet:
             wanted = [int(p) for p in spec.split(",") if p.strip()]
             bad = [i for i in wanted if i >= total]
             if bad:
-                raise TaskspaceError(f"target index {bad[0]} out of range: {c} classes give "
-                                     f"{total} human tasks")
+                raise TaskspaceError(
+                    f"target index {bad[0]} out of range: {c} classes give {total} human tasks"
+                )
         if not wanted:
             raise TaskspaceError("no targets: use targets=human or a list of task indices")
-        allh = human_tasks(dataset.classes, c, include_original=False,
-                           max_tasks=None if total <= 10_000 else 10_000, seed=cfg.seed)
+        allh = human_tasks(
+            dataset.classes,
+            c,
+            include_original=False,
+            max_tasks=None if total <= 10_000 else 10_000,
+            seed=cfg.seed,
+        )
         return allh.select([allh.index(human_task_name(c, i)) for i in wanted])
     return load_task_spec(spec, dataset)
 
@@ -115,17 +135,22 @@ def load_task_spec(spec: str, dataset: ImageDataset) -> TaskSet:
     return load_tasks(resolve_tasks_path(path), format=fmt, dataset=dataset)
 
 
-def build_discovered(cfg: SplitOptions, dataset: ImageDataset, targets: TaskSet,
-                     model: str = "mlp") -> TaskSet:
+def build_discovered(
+    cfg: SplitOptions, dataset: ImageDataset, targets: TaskSet, model: str = "mlp"
+) -> TaskSet:
     """The ``tau_d`` tasks named by ``cfg.discovered`` (first ``num_discovered``)."""
     if cfg.num_discovered < 1:
         raise TaskspaceError(f"num_discovered must be >= 1, got {cfg.num_discovered}")
     if cfg.discovered == "standin":
-        return feature_sign_tasks(dataset, cfg.num_discovered, seed=cfg.seed,
-                                  model=model)
+        return feature_sign_tasks(dataset, cfg.num_discovered, seed=cfg.seed, model=model)
     if cfg.discovered == "human":
-        allh = human_tasks(dataset.classes, dataset.num_classes, include_original=False,
-                           max_tasks=64, seed=cfg.seed + 1)
+        allh = human_tasks(
+            dataset.classes,
+            dataset.num_classes,
+            include_original=False,
+            max_tasks=64,
+            seed=cfg.seed + 1,
+        )
         keep = [i for i, n in enumerate(allh.names) if n not in targets.names]
         return allh.select(keep[: cfg.num_discovered]).renamed(prefix="d-")
     tasks = load_task_spec(cfg.discovered, dataset)
@@ -134,12 +159,15 @@ def build_discovered(cfg: SplitOptions, dataset: ImageDataset, targets: TaskSet,
 
 def _check_lengths(tasks: TaskSet, dataset: ImageDataset, what: str) -> None:
     if tasks.num_images != len(dataset):
-        raise TaskspaceError(f"{what} label {tasks.num_images} images but the dataset has "
-                             f"{len(dataset)}; tasks must come from the same data options")
+        raise TaskspaceError(
+            f"{what} label {tasks.num_images} images but the dataset has "
+            f"{len(dataset)}; tasks must come from the same data options"
+        )
 
 
-def build_splits(cfg: SplitOptions, dataset: ImageDataset, model: str = "mlp"
-                 ) -> tuple[list[Split], TaskSet | None, TaskSet | None]:
+def build_splits(
+    cfg: SplitOptions, dataset: ImageDataset, model: str = "mlp"
+) -> tuple[list[Split], TaskSet | None, TaskSet | None]:
     """All splits of ``cfg`` (adversarial, then random baselines), fully validated.
 
     ``model`` is the learner whose features give stand-in tasks and, for
@@ -154,15 +182,18 @@ def build_splits(cfg: SplitOptions, dataset: ImageDataset, model: str = "mlp"
             adv = with_targets(adv, build_targets(cfg, dataset), cfg.targets)
     elif cfg.kind == "random_network":
         pool = resolve_pool(dataset, cfg.pool)
-        adv = [random_network_split(dataset, model=model, seed=s, pool=pool, flip=cfg.flip)
-               for s in (cfg.seeds if cfg.seeds else [cfg.seed])]
+        adv = [
+            random_network_split(dataset, model=model, seed=s, pool=pool, flip=cfg.flip)
+            for s in (cfg.seeds if cfg.seeds else [cfg.seed])
+        ]
     else:
         targets = build_targets(cfg, dataset)
         _check_lengths(targets, dataset, "target tasks")
         discovered = build_discovered(cfg, dataset, targets, model)
         _check_lengths(discovered, dataset, "discovered tasks")
-        adv = adversarial_splits(dataset, targets, discovered, kind=cfg.kind, pool=cfg.pool,
-                                 flip=cfg.flip)
+        adv = adversarial_splits(
+            dataset, targets, discovered, kind=cfg.kind, pool=cfg.pool, flip=cfg.flip
+        )
     for s in adv:
         s.validate(len(dataset))
     names = [s.name for s in adv]
@@ -185,8 +216,7 @@ def import_splits(path_str: str, dataset: ImageDataset) -> list[Split]:
     suffix = path.suffix.lower()
     if suffix in (".torch", ".pt", ".pth"):
         splits = load_reference_splits(path, dataset=dataset)
-        return [human_target(s, dataset, path) if "target_index" in s.meta else s
-                for s in splits]
+        return [human_target(s, dataset, path) if "target_index" in s.meta else s for s in splits]
     if suffix == ".csv":
         split, _ = import_partition(path, n, dataset.ids if dataset.ids else None)
         return [split]
@@ -197,8 +227,9 @@ def import_splits(path_str: str, dataset: ImageDataset) -> list[Split]:
 
 def _retarget(split: Split, labels: torch.Tensor, meta: dict) -> Split:
     """``split`` with 2-way target ``labels`` and extra ``meta``."""
-    return Split(split.train_idx, split.test_idx, split.name, split.kind,
-                 {**split.meta, **meta}, labels)
+    return Split(
+        split.train_idx, split.test_idx, split.name, split.kind, {**split.meta, **meta}, labels
+    )
 
 
 def human_target(split: Split, dataset: ImageDataset, path: Path) -> Split:
@@ -212,12 +243,12 @@ def human_target(split: Split, dataset: ImageDataset, path: Path) -> Split:
     c = dataset.num_classes
     total = human_task_count(c)
     if not 0 <= t < total:
-        raise TaskspaceError(f"{path}: target {t} is not a human-task index of {c} classes "
-                             f"(0..{total - 1})")
+        raise TaskspaceError(
+            f"{path}: target {t} is not a human-task index of {c} classes (0..{total - 1})"
+        )
     positive = list(human_task_subset(c, t))
     labels = torch.isin(dataset.classes, torch.tensor(positive)).long()
-    return _retarget(split, labels, {"target": human_task_name(c, t),
-                                     "positive_classes": positive})
+    return _retarget(split, labels, {"target": human_task_name(c, t), "positive_classes": positive})
 
 
 def with_targets(splits: list[Split], targets: TaskSet, spec: str) -> list[Split]:
@@ -230,16 +261,20 @@ def with_targets(splits: list[Split], targets: TaskSet, spec: str) -> list[Split
     if len(targets) != 1:
         if spec.strip() == "human":
             return splits
-        raise TaskspaceError(f"the split file records no target and targets={spec} names "
-                             f"{len(targets)} tasks; name one (e.g. targets=11)")
+        raise TaskspaceError(
+            f"the split file records no target and targets={spec} names "
+            f"{len(targets)} tasks; name one (e.g. targets=11)"
+        )
     meta = {"target": targets.names[0]}
     positive = targets.task_meta(0).get("positive_classes")
     if positive:
         meta["positive_classes"] = positive
     labels = targets.labels[0]
     if int(labels.max()) > 1:
-        raise TaskspaceError(f"target task {targets.names[0]!r} has "
-                             f"{targets.num_classes(0)} classes; a 2-way target must be 0/1")
+        raise TaskspaceError(
+            f"target task {targets.names[0]!r} has "
+            f"{targets.num_classes(0)} classes; a 2-way target must be 0/1"
+        )
     return [s if s.target_labels is not None else _retarget(s, labels, meta) for s in splits]
 
 
@@ -247,8 +282,9 @@ def split_file_name(i: int, split: Split) -> str:
     return f"{i:04d}-{split.name}.npz"
 
 
-def write_splits(out: Path, splits: list[Split], dataset: ImageDataset,
-                 export_partitions: bool = False) -> None:
+def write_splits(
+    out: Path, splits: list[Split], dataset: ImageDataset, export_partitions: bool = False
+) -> None:
     """``splits/*.npz`` and ``splits.csv`` (and ``partitions/*.csv``)."""
     rows = []
     for i, s in enumerate(splits):
@@ -257,8 +293,12 @@ def write_splits(out: Path, splits: list[Split], dataset: ImageDataset,
         row["file"] = split_file_name(i, s)
         rows.append(row)
         if export_partitions:
-            export_partition(out / "partitions" / f"{s.name}.csv", s, len(dataset),
-                             dataset.ids if dataset.ids else None)
+            export_partition(
+                out / "partitions" / f"{s.name}.csv",
+                s,
+                len(dataset),
+                dataset.ids if dataset.ids else None,
+            )
     write_csv(out / "splits.csv", rows, [*BALANCE_COLUMNS, "file"])
 
 

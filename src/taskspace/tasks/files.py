@@ -153,8 +153,10 @@ def parse_task_spec(spec: str) -> tuple[str, str | None]:
     if tail in TASK_FORMATS:
         return head, tail
     if Path(head).suffix.lower() in _SUFFIXES:
-        raise TaskspaceError(f"unknown task file format {tail!r} in {spec!r}; use "
-                             f"<file>:{' or <file>:'.join(TASK_FORMATS)}")
+        raise TaskspaceError(
+            f"unknown task file format {tail!r} in {spec!r}; use "
+            f"<file>:{' or <file>:'.join(TASK_FORMATS)}"
+        )
     return spec, None
 
 
@@ -184,8 +186,9 @@ def load_tasks(
     if kind is not None and kind not in TASK_KINDS:
         raise TaskspaceError(f"unknown task kind {kind!r}; expected one of {TASK_KINDS}")
     if format is not None and format not in TASK_FORMATS:
-        raise TaskspaceError(f"unknown task file format {format!r}; use one of "
-                             f"{', '.join(TASK_FORMATS)}")
+        raise TaskspaceError(
+            f"unknown task file format {format!r}; use one of {', '.join(TASK_FORMATS)}"
+        )
     try:
         if suffix == ".npz":
             tasks = _load_npz(path)
@@ -212,8 +215,7 @@ def _rows_distinct(labels: torch.Tensor) -> bool:
     return not bool((ordered[:, 1:] == ordered[:, :-1]).any())
 
 
-def _auto_format(tasks: TaskSet, dataset: ImageDataset | None, bare_npy: bool, path: Path
-                 ) -> str:
+def _auto_format(tasks: TaskSet, dataset: ImageDataset | None, bare_npy: bool, path: Path) -> str:
     """The format a file's shape implies; an error when it fits two readings."""
     if bare_npy and _rows_distinct(tasks.labels):
         raise TaskspaceError(
@@ -254,10 +256,13 @@ def _class_subsets(tasks: TaskSet, dataset: ImageDataset, path: Path) -> TaskSet
     dup = (ordered[:, 1:] == ordered[:, :-1]).nonzero()
     if len(dup):
         j, c = int(dup[0, 0]), int(ordered[dup[0, 0], dup[0, 1]])
-        raise TaskspaceError(f"{path}: format class_subsets, but row {j} repeats class id {c}; "
-                             "class subsets list distinct ids (per-image labels? use :labels)")
-    out = class_subset_tasks(dataset.classes, dataset.num_classes, tasks.labels,
-                             names=tasks.names, kind="human")
+        raise TaskspaceError(
+            f"{path}: format class_subsets, but row {j} repeats class id {c}; "
+            "class subsets list distinct ids (per-image labels? use :labels)"
+        )
+    out = class_subset_tasks(
+        dataset.classes, dataset.num_classes, tasks.labels, names=tasks.names, kind="human"
+    )
     out.meta["source"] = path.name
     return out
 
@@ -525,15 +530,20 @@ def _csv_rows(tasks: TaskSet, dataset: ImageDataset | None) -> torch.Tensor:
     labels = tasks.labels.detach().cpu()
     if dataset is not None:
         if tasks.num_images != len(dataset):
-            raise TaskspaceError(f"tasks label {tasks.num_images} images but dataset "
-                                 f"{dataset.name!r} has {len(dataset)}")
+            raise TaskspaceError(
+                f"tasks label {tasks.num_images} images but dataset "
+                f"{dataset.name!r} has {len(dataset)}"
+            )
         if dataset.index_order == "torchvision":
             pos = reference_positions(dataset, "tasks")
             train = (pos >= 0).nonzero().flatten()
             if len(train) == REFERENCE_TRAIN_IMAGES:  # every official training image
                 return labels[:, train[pos[train].argsort()]].T.contiguous()
-    partly = [(n, tasks.unlabelled_splits(k)) for k, n in enumerate(tasks.names)
-              if tasks.unlabelled_splits(k)]
+    partly = [
+        (n, tasks.unlabelled_splits(k))
+        for k, n in enumerate(tasks.names)
+        if tasks.unlabelled_splits(k)
+    ]
     if partly:
         name, where = partly[0]
         raise TaskspaceError(

@@ -29,8 +29,10 @@ REFERENCE_TRAIN_IMAGES = 50_000
 #: Images per official CIFAR-10 batch file (``data_batch_1`` .. ``data_batch_5``).
 BATCH_ROWS = 10_000
 
-_FIX = ("use torchvision's python-batch download (the folder holding cifar-10-batches-py) as "
-        "the data root, whose image order is torchvision's")
+_FIX = (
+    "use torchvision's python-batch download (the folder holding cifar-10-batches-py) as "
+    "the data root, whose image order is torchvision's"
+)
 
 
 def torchvision_train_index(image_id: str) -> int | None:
@@ -41,7 +43,7 @@ def torchvision_train_index(image_id: str) -> int | None:
     """
     batch, _, row = image_id.partition("/")
     if batch.startswith("data_batch_"):
-        return (int(batch[len("data_batch_"):]) - 1) * BATCH_ROWS + int(row)
+        return (int(batch[len("data_batch_") :]) - 1) * BATCH_ROWS + int(row)
     if batch == "train":
         return int(row)
     return None
@@ -52,13 +54,19 @@ def check_reference_order(dataset: ImageDataset, what: str) -> None:
     training index; ``what`` names the file or object that needs one."""
     if dataset.index_order == "torchvision" and dataset.ids is not None:
         return
-    head = (f"{what} indexes CIFAR's official training images in torchvision order (the "
-            f"reference's layout), but dataset {dataset.name!r}")
+    head = (
+        f"{what} indexes CIFAR's official training images in torchvision order (the "
+        f"reference's layout), but dataset {dataset.name!r}"
+    )
     if dataset.index_order == "imagefolder":
-        raise TaskspaceError(f"{head} is an ImageFolder tree, ordered by class folder then file "
-                             f"name, not torchvision's order; {_FIX}")
-    raise TaskspaceError(f"{head} has its own image order ({dataset.index_order}); such files "
-                         "apply only to CIFAR loaded from torchvision's python batches")
+        raise TaskspaceError(
+            f"{head} is an ImageFolder tree, ordered by class folder then file "
+            f"name, not torchvision's order; {_FIX}"
+        )
+    raise TaskspaceError(
+        f"{head} has its own image order ({dataset.index_order}); such files "
+        "apply only to CIFAR loaded from torchvision's python batches"
+    )
 
 
 def reference_positions(dataset: ImageDataset, what: str) -> torch.Tensor:
@@ -70,8 +78,10 @@ def reference_positions(dataset: ImageDataset, what: str) -> torch.Tensor:
     pos = [torchvision_train_index(i) for i in dataset.ids or []]
     out = torch.tensor([-1 if p is None else p for p in pos], dtype=torch.int64)
     if len(out) and int(out.max()) >= REFERENCE_TRAIN_IMAGES:
-        raise TaskspaceError(f"dataset {dataset.name!r} has an image id beyond the "
-                             f"{REFERENCE_TRAIN_IMAGES} official training images")
+        raise TaskspaceError(
+            f"dataset {dataset.name!r} has an image id beyond the "
+            f"{REFERENCE_TRAIN_IMAGES} official training images"
+        )
     return out
 
 
@@ -97,9 +107,11 @@ def unlabelled_split_names(dataset: ImageDataset, unlabelled: torch.Tensor) -> l
         if len(part) and bool(part.all()):
             names.append(name)
         elif bool(part.any()):
-            raise TaskspaceError(f"split {name!r} of dataset {dataset.name!r} mixes official "
-                                 "training and test images; reference-layout files label only "
-                                 "the training images")
+            raise TaskspaceError(
+                f"split {name!r} of dataset {dataset.name!r} mixes official "
+                "training and test images; reference-layout files label only "
+                "the training images"
+            )
     return names
 
 

@@ -28,8 +28,15 @@ def tasks_from_spec(spec: str, dataset: ImageDataset, *, num_tasks: int, seed: i
     parts: list[TaskSet] = []
     for item in [t.strip() for t in spec.split(",") if t.strip()]:
         if item == "human":
-            parts.append(human_tasks(dataset.classes, dataset.num_classes, max_tasks=num_tasks,
-                                     seed=seed, include_original=False))
+            parts.append(
+                human_tasks(
+                    dataset.classes,
+                    dataset.num_classes,
+                    max_tasks=num_tasks,
+                    seed=seed,
+                    include_original=False,
+                )
+            )
         elif item == "original":
             parts.append(TaskSet(dataset.classes[None].clone(), ["original"], ["original"], {}))
         elif item == "random":

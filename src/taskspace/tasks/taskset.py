@@ -35,7 +35,13 @@ from taskspace.errors import TaskspaceError
 #: Where a task came from. ``original`` is the dataset's own multi-class labelling;
 #: ``standin`` marks stand-ins for discovered tasks (``taskspace split discovered=standin``).
 TASK_KINDS: tuple[str, ...] = (
-    "human", "random", "discovered", "standin", "attribute", "table", "original",
+    "human",
+    "random",
+    "discovered",
+    "standin",
+    "attribute",
+    "table",
+    "original",
 )
 
 #: Meta key (set-level or per task) listing the dataset splits a task has no labels on.
