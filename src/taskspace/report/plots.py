@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -131,3 +132,24 @@ def plot_headline(summary: list[dict], path: Path, title: str = "") -> Path:
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
     return path
+
+
+def training_curves(rows: Sequence[dict], columns: Sequence[str], title: str = "") -> Any:
+    """One small plot per column of a training log against its ``step`` column; returns
+    the figure (the caller saves or embeds it)."""
+    plt = pyplot()
+    cols = [c for c in columns if rows and c in rows[0]]
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(3.0 * max(1, len(cols)), 2.6))
+    axes = list(axes) if len(cols) > 1 else [axes]
+    steps = [float(r["step"]) for r in rows]
+    for ax, c in zip(axes, cols):
+        ys = [float(r[c]) if r[c] not in ("", None) else float("nan") for r in rows]
+        ax.plot(steps, ys, lw=1.2)
+        ax.set_title(c, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
