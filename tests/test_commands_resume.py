@@ -185,7 +185,15 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
     from taskspace.cli import COMMANDS
     from taskspace.cli import main as cli
 
-    assert set(COMMANDS) == {"agreement", "discover", "pretrain", "split", "split-eval", "demo"}
+    assert set(COMMANDS) == {
+        "agreement",
+        "discover",
+        "pretrain",
+        "report",
+        "split",
+        "split-eval",
+        "demo",
+    }
     for command in COMMANDS:
         assert cli([command, "--help"]) == 0
         out = capsys.readouterr().out

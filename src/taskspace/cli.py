@@ -16,6 +16,7 @@ from typing import Any
 
 from taskspace.config import build_config, describe, sweep_points
 from taskspace.errors import TaskspaceError
+from taskspace.report.page import build_report
 from taskspace.runs import LaunchOptions, run_sweep
 
 #: command -> (module, config class, one-line help)
@@ -39,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "taskspace.commands.pretrain",
         "PretrainConfig",
         "SimCLR backbone for regulated discovery (discover backbone=...)",
+    ),
+    "report": (
+        "taskspace.commands.report",
+        "ReportConfig",
+        "one HTML page (report.html) for one or several run directories",
     ),
     "split": (
         "taskspace.commands.split",
@@ -78,7 +84,12 @@ def _command(name: str) -> tuple[Any, type]:
 def run_tokens(name: str, tokens: list[str]) -> int:
     """Build command ``name``'s config from ``tokens`` and run it (a sweep point's job)."""
     module, cls = _command(name)
-    return int(module.main(build_config(cls, tokens)) or 0)
+    positional = getattr(cls, "POSITIONAL", None)
+    plain = [t for t in tokens if "=" not in t and not t.endswith((".yaml", ".yml"))]
+    cfg: Any = build_config(cls, [t for t in tokens if t not in plain] if positional else tokens)
+    if positional:
+        setattr(cfg, positional, plain)
+    return int(module.main(cfg) or 0)
 
 
 def _check_tokens(name: str) -> Any:
@@ -96,6 +107,9 @@ def _sweep(name: str, tokens: list[str]) -> int:
     out = next((t.split("=", 1)[1] for t in fixed if t.startswith("out=")), None)
     folder = run_sweep(name, fixed, points, run_tokens, _check_tokens(name), launch, out)
     print(f"sweep of {len(points)} points: {folder / 'sweep.csv'}")
+    report = next((t.split("=", 1)[1] for t in fixed if t.startswith("report=")), "true")
+    if report.strip().lower() not in ("false", "0", "no", "off"):
+        print(f"report: {build_report([folder])}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from taskspace.agreement.score import ROW_COLUMNS, agreement_score, summarize
+from taskspace.commands.report import write_run_report
 from taskspace.config import option
 from taskspace.data import load_splits, save_splits
 from taskspace.data.config import DataConfig, load_data
@@ -84,10 +85,11 @@ class AgreementConfig:
     chunk_size: int | None = option(None, "models per batched chunk (default: by memory)")
     out: str | None = option(None, "run directory (default runs/agreement-<data>-<model>-<hash>)")
     progress: bool = option(True, "progress bars")
+    report: bool = option(True, "write report.html into the run directory at the end")
 
 
 #: Options that do not change results (a resumed run may change them).
-NON_RESULT_KEYS = {"launch", "out", "progress", "chunk_size", "batched", "device"}
+NON_RESULT_KEYS = {"launch", "out", "progress", "chunk_size", "batched", "device", "report"}
 TASKS_PER_JOB = 8
 
 
@@ -195,10 +197,11 @@ def summary_metrics(summary: list[dict]) -> dict[str, float]:
 
 def format_summary(summary: list[dict]) -> str:
     """A small fixed-width table of the summary rows."""
-    lines = [f"{'kind':<12} {'split':<8} {'mean AS':>8} {'std':>7} {'tasks':>6}"]
+    w = max([12, *(len(str(s["kind"])) + 1 for s in summary)])
+    lines = [f"{'kind':<{w}} {'split':<8} {'mean AS':>8} {'std':>7} {'tasks':>6}"]
     for s in summary:
         lines.append(
-            f"{s['kind']:<12} {s['split']:<8} {float(s['mean']):>8.3f} "
+            f"{s['kind']:<{w}} {s['split']:<8} {float(s['mean']):>8.3f} "
             f"{float(s['std']):>7.3f} {int(s['count']):>6}"
         )
     return "\n".join(lines)
@@ -208,4 +211,5 @@ def main(cfg: AgreementConfig) -> int:
     out = run_agreement(cfg)
     print(format_summary(read_csv(out / "summary.csv")))
     print(f"run directory: {out}")
+    write_run_report(out, cfg.report)
     return 0

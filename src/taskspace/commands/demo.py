@@ -7,8 +7,9 @@
 3. ``split``: adversarial train/test splits from 4 reference targets x 4 discovered tasks,
    trained on adversarial and on random splits of the same sizes: the headline table.
 
-Stages 1 and 2 write run directories under ``out`` and resume when rerun; ``stages=``
-selects stages (the split stage needs the discovery run).
+Each stage writes a run directory under ``out`` (``agreement``, ``discover``,
+``split-eval``) and resumes when rerun; ``stages=`` selects stages (the split stage needs
+the discovery run). The demo ends with one ``report.html`` of every stage.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from taskspace.agreement.score import ROW_COLUMNS, agreement_score, summarize
 from taskspace.commands.agreement import AgreementConfig, format_summary
 from taskspace.commands.agreement import main as agreement_main
 from taskspace.commands.discover import DiscoverConfig, eval_recipe, run_discover
+from taskspace.commands.split_eval import SplitEvalConfig, run_eval
 from taskspace.config import apply_overrides, option
-from taskspace.data import load_dataset, load_splits
+from taskspace.data import load_splits
 from taskspace.data.config import load_data
 from taskspace.errors import TaskspaceError
 from taskspace.io import read_csv, write_csv
+from taskspace.report.page import build_report
 from taskspace.report.plots import plot_agreement_by_kind
 from taskspace.runs import RunDir
-from taskspace.splits import format_headline, headline_table
+from taskspace.splits import format_headline
 from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks
 from taskspace.tasks.builders import REFERENCE_TARGETS
 
@@ -46,6 +49,7 @@ class DemoConfig:
     stages: str = option("agreement,discover,split", "stages to run, comma-separated")
     out: str = option("runs/demo", "folder of the stages' run directories")
     progress: bool = option(True, "progress bars")
+    report: bool = option(True, "write one report.html of every stage at the end")
 
 
 def compare_with_baselines(
@@ -152,6 +156,7 @@ def main(cfg: DemoConfig) -> int:
                     "seed": cfg.seed,
                     "out": f"{cfg.out}/agreement",
                     "progress": cfg.progress,
+                    "report": False,
                 },
             )
         )
@@ -162,18 +167,34 @@ def main(cfg: DemoConfig) -> int:
         print(f"run directory: {cfg.out}/discover (plot: as_by_kind.png)")
     if "split" in stages:
         split_stage(cfg)
+    if cfg.report:
+        done = [Path(cfg.out) / d for d in ("agreement", "discover", "split-eval")]
+        done = [d for d in done if (d / "config.yaml").exists()]
+        if done:
+            page = build_report(done, Path(cfg.out) / "report.html", title="taskspace demo")
+            print(f"\nreport of every stage: {page}")
     return 0
 
 
-def split_stage(cfg: DemoConfig) -> None:
-    """Stage 3: 4 reference targets x 4 discovered tasks, adversarial vs random splits."""
+def split_stage(cfg: DemoConfig) -> Path:
+    """Stage 3: 4 reference targets x 4 discovered tasks, adversarial vs random splits, as a
+    ``split-eval`` run directory (splits, results, headline table)."""
     print("\n== 3. adversarial splits on digits: 4 targets x 4 discovered tasks ==")
-    ds = load_dataset("digits", progress=False)
-    humans = human_tasks(ds.classes, ds.num_classes, include_original=False)
-    targets = humans.select(list(REFERENCE_TARGETS[:4]))
-    discovered = load_tasks(f"{cfg.out}/discover/tasks.npz")
-    found = discovered.select(list(range(min(4, len(discovered)))))
-    rows = headline_table(
-        ds, targets, found, model="mlp", recipe="fast", seed=cfg.seed, progress=cfg.progress
+    eval_cfg = apply_overrides(
+        SplitEvalConfig(),
+        {
+            "data.name": "digits",
+            "discovered": f"{cfg.out}/discover",
+            "num_discovered": 4,
+            "targets": ",".join(str(t) for t in REFERENCE_TARGETS[:4]),
+            "model.name": "mlp",
+            "recipe.preset": "fast",
+            "seed": cfg.seed,
+            "out": f"{cfg.out}/split-eval",
+            "progress": cfg.progress,
+        },
     )
-    print(format_headline(rows))
+    out = run_eval(eval_cfg)
+    print(format_headline(read_csv(out / "headline.csv")))
+    print(f"run directory: {out}")
+    return out

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import torch
 
 from taskspace.agreement.score import ROW_COLUMNS, agreement_score
+from taskspace.commands.report import write_run_report
 from taskspace.config import apply_overrides, flatten, option
 from taskspace.data import ImageDataset, load_splits, save_splits
 from taskspace.data.config import DataConfig, load_data
@@ -224,6 +225,7 @@ class DiscoverConfig:
     device: str = option("cpu", "cpu or cuda")
     out: str | None = option(None, "run directory (default runs/discover-<data>-<model>-<hash>)")
     progress: bool = option(True, "progress bars")
+    report: bool = option(True, "write report.html into the run directory at the end")
 
 
 #: Values of the options left unset, per preset (dotted keys).
@@ -273,6 +275,7 @@ PRESET_LEARNER_KWARGS = {"digits": {"widths": [256, 64]}, "reference": {}}
 #: Options that do not change meta-training results (a resumed run may change them).
 NON_RESULT_KEYS = {
     "out",
+    "report",
     "progress",
     "device",
     "checkpoint_every",
@@ -347,14 +350,14 @@ def settings_of(cfg: DiscoverConfig) -> MetaSettings:
     """The :class:`MetaSettings` of a resolved config."""
     m = cfg.meta
     return MetaSettings(
-        inner_steps=m.T,
-        inner_lr=m.inner_lr,
+        inner_steps=m.T,  # type: ignore[arg-type]
+        inner_lr=m.inner_lr,  # type: ignore[arg-type]
         batch_size=m.batch_size,  # type: ignore[arg-type]
-        eval_batch_size=m.eval_batch_size,
+        eval_batch_size=m.eval_batch_size,  # type: ignore[arg-type]
         temperature=m.temperature,  # type: ignore[arg-type]
-        uniformity=m.uniformity,
-        uniformity_t=m.uniformity_t,  # type: ignore[arg-type]
-        outer_lr=m.outer_lr,
+        uniformity=m.uniformity,  # type: ignore[arg-type]
+        uniformity_t=m.uniformity_t,
+        outer_lr=m.outer_lr,  # type: ignore[arg-type]
         heads_per_step=m.heads_per_step,  # type: ignore[arg-type]
         data_mode=m.data_mode,
         fixed_inits=bool(m.fixed_inits),
@@ -372,13 +375,13 @@ def build_encoder(cfg: DiscoverConfig, ds: ImageDataset) -> TaskEncoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         enc = TaskEncoder(
-            e.name,
-            in_channels=ds.channels,  # type: ignore[arg-type]
+            e.name,  # type: ignore[arg-type]
+            in_channels=ds.channels,
             image_size=ds.image_size,
-            dim=e.d,
+            dim=e.d,  # type: ignore[arg-type]
             num_tasks=e.K,  # type: ignore
-            proj=e.proj,
-            head_seed=e.head_seed,  # type: ignore[arg-type]
+            proj=e.proj,  # type: ignore[arg-type]
+            head_seed=e.head_seed,
             freeze_backbone=bool(e.freeze_backbone),
             normalize_input=e.normalize_input,
             model_kwargs=e.kwargs,
@@ -397,8 +400,8 @@ def build_encoder(cfg: DiscoverConfig, ds: ImageDataset) -> TaskEncoder:
 
 def build_learners(cfg: DiscoverConfig, ds: ImageDataset) -> InnerLearners:
     return InnerLearners(
-        cfg.model.name,
-        in_channels=ds.channels,  # type: ignore[arg-type]
+        cfg.model.name,  # type: ignore[arg-type]
+        in_channels=ds.channels,
         image_size=ds.image_size,
         model_kwargs=cfg.model.kwargs,
     )
@@ -436,8 +439,8 @@ def meta_train(cfg: DiscoverConfig, ds: ImageDataset, rd: RunDir) -> MetaTrainer
     )
     return train_encoder(
         trainer,
-        cfg.meta.meta_steps,
-        checkpoint=rd / "checkpoint.pt",  # type: ignore[arg-type]
+        cfg.meta.meta_steps,  # type: ignore[arg-type]
+        checkpoint=rd / "checkpoint.pt",
         checkpoint_every=cfg.checkpoint_every,
         stop_after=cfg.stop_after,
         progress=cfg.progress,
@@ -562,9 +565,9 @@ def evaluate_run(
         human.labels,
         ds.split("train"),
         ds.split("heldout"),
-        probe=cfg.evaluation.coverage_probe,
+        probe=cfg.evaluation.coverage_probe,  # type: ignore[arg-type]
         seed=cfg.seed,
-    )  # type: ignore[arg-type]
+    )
     write_csv(
         rd / "coverage.csv",
         [{"task": n, "probe_accuracy": float(a)} for n, a in zip(human.names, cov)],
@@ -641,8 +644,9 @@ def run_discover(cfg: DiscoverConfig) -> Path:
 
 
 def format_summary(summary: list[dict]) -> str:
-    lines = [f"{'metric':<32} {'value':>8}"]
-    lines += [f"{s['metric']:<32} {float(s['value']):>8.3f}" for s in summary]
+    w = max([32, *(len(str(s["metric"])) + 1 for s in summary)])
+    lines = [f"{'metric':<{w}} {'value':>8}"]
+    lines += [f"{s['metric']:<{w}} {float(s['value']):>8.3f}" for s in summary]
     return "\n".join(lines)
 
 
@@ -651,4 +655,5 @@ def main(cfg: DiscoverConfig) -> int:
     if (out / "summary.csv").exists():
         print(format_summary(read_csv(out / "summary.csv")))
     print(f"run directory: {out}")
+    write_run_report(out, cfg.report)
     return 0

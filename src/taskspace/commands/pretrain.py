@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from taskspace.commands.agreement import COMMON_RENAMED
+from taskspace.commands.report import write_run_report
 from taskspace.config import option
 from taskspace.data.config import DataConfig, load_data
 from taskspace.discovery.ssl_pretrain import SimCLRSettings, SimCLRTrainer
@@ -55,9 +56,10 @@ class PretrainConfig:
     device: str = option("cpu", "cpu or cuda")
     out: str | None = option(None, "run directory (default runs/pretrain-<data>-<model>-<hash>)")
     progress: bool = option(True, "progress bars")
+    report: bool = option(True, "write report.html into the run directory at the end")
 
 
-NON_RESULT_KEYS = {"out", "progress", "device", "checkpoint_every", "stop_after"}
+NON_RESULT_KEYS = {"out", "progress", "device", "checkpoint_every", "stop_after", "report"}
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:
@@ -119,4 +121,5 @@ def main(cfg: PretrainConfig) -> int:
             f"normalize_input={str(cfg.simclr.normalize_input).lower()}"
         )
     print(f"run directory: {out}")
+    write_run_report(out, cfg.report)
     return 0

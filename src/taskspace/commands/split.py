@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from taskspace.commands.agreement import COMMON_RENAMED
+from taskspace.commands.report import write_run_report
 from taskspace.config import option
 from taskspace.data.config import DataConfig, load_data
 from taskspace.io import read_csv
@@ -59,9 +60,10 @@ class SplitConfig(SplitOptions):
     export_partitions: bool = option(False, "also write CelebA-layout partition files")
     out: str | None = option(None, "run directory (default runs/split-<data>-<kind>-<hash>)")
     progress: bool = option(True, "progress bars")
+    report: bool = option(True, "write report.html into the run directory at the end")
 
 
-NON_RESULT_KEYS = {"out", "progress", "export_partitions"}
+NON_RESULT_KEYS = {"out", "progress", "export_partitions", "report"}
 
 
 def run_split(cfg: SplitConfig) -> Path:
@@ -100,4 +102,5 @@ def main(cfg: SplitConfig) -> int:
     rows = read_csv(out / "splits.csv")
     print(format_balance(rows[:20]) + ("\n..." if len(rows) > 20 else ""))
     print(f"{len(rows)} splits; run directory: {out}")
+    write_run_report(out, cfg.report)
     return 0

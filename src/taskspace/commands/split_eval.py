@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from taskspace.commands.report import write_run_report
 from taskspace.commands.split import SPLIT_RENAMED, SplitConfig
 from taskspace.config import load_config, option
 from taskspace.data import ImageDataset
@@ -73,6 +74,7 @@ NON_RESULT_KEYS = {
     "pictures",
     "per_class",
     "export_partitions",
+    "report",
 }
 SPLITS_PER_JOB = 32
 
@@ -220,4 +222,5 @@ def main(cfg: SplitEvalConfig) -> int:
     out = run_eval(cfg)
     print(format_headline(read_csv(out / "headline.csv")))
     print(f"run directory: {out}")
+    write_run_report(out, cfg.report)
     return 0
