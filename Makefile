@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/taskspace demo
 
-test: $(STAMP)
+# headless Chromium for the report's browser tests: installed when missing and this runs as
+# root with apt; otherwise those tests skip with the reason
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    echo "installing chromium and chromium-driver for the browser tests" && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "no browser (chromium, chromium-driver): the report's browser tests will skip"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --durations=15
@@ -33,6 +43,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_discovery.py
 	$(PY) benchmarks/bench_gpu.py
+
+# the README's report screenshots, taken by the browser tests
+screenshots: $(STAMP) browser
+	TASKSPACE_SCREENSHOTS=docs/images $(PY) -m pytest tests/test_report_browser.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
