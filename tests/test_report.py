@@ -97,7 +97,10 @@ def test_commands_write_their_report_unless_told_not_to(tmp_path: Path, capsys) 
         "progress=false",
     ]
     assert main([*args, f"out={tmp_path / 'a'}"]) == 0
-    assert (tmp_path / "a" / "report.html").is_file()
+    page = tmp_path / "a" / "report.html"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # atomic writes give the permissions of a plain open()
+    assert page.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     assert f"report: {(tmp_path / 'a' / 'report.html').resolve()}" in capsys.readouterr().out
     assert main([*args, "report=false", f"out={tmp_path / 'b'}"]) == 0
     assert not (tmp_path / "b" / "report.html").exists()

@@ -18,8 +18,22 @@ import yaml
 from safetensors.torch import save_file
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process umask, read once at import (reading it means setting it).
+_UMASK = _umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path`` atomically."""
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path`` atomically.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``mkstemp``
+    makes it private), so results and reports stay readable by the user's group.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,6 +41,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
