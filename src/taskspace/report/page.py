@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from markupsafe import escape
 
 from taskspace.errors import TaskspaceError
 from taskspace.io import write_text
@@ -88,7 +89,7 @@ def _render(st: SectionType, run: RunView, ctx: PageContext, anchor: str) -> Ren
     except Exception as err:  # noqa: BLE001  (a damaged file must not stop the whole page)
         body = (
             f'<p class="error">This section could not be built from the files in the run '
-            f"directory: {type(err).__name__}: {_escape(str(err))}</p>"
+            f"directory: {type(err).__name__}: {escape(str(err))}</p>"
         )
     config = yaml.safe_dump(run.config, sort_keys=False) if run.config else ""
     parts = len(run.parts())
@@ -96,10 +97,6 @@ def _render(st: SectionType, run: RunView, ctx: PageContext, anchor: str) -> Ren
     return RenderedSection(
         st.kind, st.title, anchor, str(run.path), run.finished, body, config, note
     )
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _unknown_body(run: RunView, ctx: PageContext) -> str:

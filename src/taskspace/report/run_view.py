@@ -79,8 +79,9 @@ class RunView:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def csv(self, name: str) -> list[dict[str, str]] | None:
-        """Rows of a CSV table, or ``None`` when missing or unreadable."""
+    def csv(self, name: str | Path) -> list[dict[str, str]] | None:
+        """Rows of a CSV table (a name in the run directory, or a path), or ``None`` when
+        missing or unreadable."""
         path = self.path / name
         if not path.is_file():
             return None
@@ -92,6 +93,14 @@ class RunView:
     def parts(self, suffix: str = "csv") -> list[Path]:
         """Finished part files (a run with parts writes one per finished part)."""
         return sorted((self.path / "parts").glob(f"part-*.{suffix}"))
+
+    def rows(self, table: str) -> list[dict[str, str]]:
+        """A merged table, else the rows of the part files finished so far (a run killed
+        before it merged its parts)."""
+        rows = self.csv(table)
+        if rows is not None:
+            return rows
+        return [r for part in self.parts() for r in self.csv(part) or []]
 
 
 def open_run(path: str | Path) -> RunView:

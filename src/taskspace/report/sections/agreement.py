@@ -7,7 +7,7 @@ from taskspace.errors import TaskspaceError
 from taskspace.report.context import PageContext
 from taskspace.report.run_view import RunView
 from taskspace.report.section import SectionType, register
-from taskspace.report.sections.common import agreement_rows, quiz_block
+from taskspace.report.sections.common import quiz_block
 from taskspace.tasks import load_tasks
 
 
@@ -32,7 +32,7 @@ def per_task(rows: list[dict[str, str]]) -> list[dict[str, object]]:
 
 
 def render(run: RunView, ctx: PageContext) -> str:
-    rows = agreement_rows(run)
+    rows = run.rows("agreement.csv")
     body: list[object] = []
     if not rows:
         return ctx.render("note.html.j2", text="No agreement rows yet (no part has finished).")

@@ -1,4 +1,4 @@
-"""Pieces several sections share: the quiz block and the agreement rows of a run."""
+"""The quiz block, shared by the agreement and discovery sections."""
 
 from __future__ import annotations
 
@@ -9,18 +9,7 @@ from taskspace.report.quiz import quiz_data
 from taskspace.report.run_view import RunView
 from taskspace.tasks import TaskSet
 
-__all__ = ["agreement_rows", "quiz_block"]
-
-
-def agreement_rows(run: RunView, table: str = "agreement.csv") -> list[dict[str, str]]:
-    """The run's per-pair AS rows: the merged table, else the finished parts so far."""
-    rows = run.csv(table)
-    if rows is not None:
-        return rows
-    merged: list[dict[str, str]] = []
-    for part in run.parts():
-        merged.extend(run.csv(str(part.relative_to(run.path))) or [])
-    return merged
+__all__ = ["quiz_block"]
 
 
 def quiz_block(run: RunView, ctx: PageContext, tasks: TaskSet, seed: int = 0) -> Markup:

@@ -12,7 +12,7 @@ from taskspace.report.context import PageContext
 from taskspace.report.plots import training_curves
 from taskspace.report.run_view import RunView
 from taskspace.report.section import SectionType, register
-from taskspace.report.sections.common import agreement_rows, quiz_block
+from taskspace.report.sections.common import quiz_block
 from taskspace.tasks import TaskSet, human_tasks, load_tasks, random_tasks
 
 #: Images per side of a task in its gallery.
@@ -53,7 +53,7 @@ def render(run: RunView, ctx: PageContext) -> str:
     if heads:
         body.append(ctx.render("h3.html.j2", text="Per head: AS and positive rate"))
         body.append(ctx.table(heads, list(heads[0].keys()), caption="every head"))
-    rows = agreement_rows(run, "as_by_kind.csv") or agreement_rows(run)
+    rows = run.csv("as_by_kind.csv") or run.rows("agreement.csv")
     figures = [
         (uri, cap)
         for uri, cap in (

@@ -136,9 +136,7 @@ def render_eval(run: RunView, ctx: PageContext) -> str:
     fig = ctx.figure_file(run / "headline.png")
     if fig:
         body.append(ctx.render("figures.html.j2", figures=[(fig, "headline")]))
-    results = run.csv("results.csv")
-    if results is None:
-        results = [r for p in run.parts() for r in run.csv(str(p.relative_to(run.path))) or []]
+    results = run.rows("results.csv")
     if results:
         body.append(ctx.render("h3.html.j2", text="Per split"))
         body.append(ctx.table(results, list(results[0].keys()), limit=400))
