@@ -1,0 +1,82 @@
+"""Group robustness: groupings, group metrics, and robust training methods.
+
+A capability library (no run directories, no command line, no plotting):
+
+- groups: :func:`parse_grouping` (``"Task:Attr[,Attr2]"`` against a dataset's attribute
+  names) -> :class:`Grouping` (targets, group ids ``g = y 2^k + a1 2^(k-1) + ... + ak`` in
+  the written order, padded counts, class counts, train proportions);
+- metrics: :func:`group_metrics` / :func:`evaluate_ensemble` -> :class:`GroupMetrics`
+  (per-group, worst-group, plain and train-weighted average, class accuracy, Wilson
+  intervals; M models at once) and :func:`final_table` (mean and std over seeds);
+- methods: :func:`fit_robust` (ERM, JTT, RWY, RWG, SUBY, SUBG, Group DRO through
+  ``fit_many``, all seeds in one batched call, selection at every epoch end),
+  :data:`PRESETS` (``reference``: CelebA ResNet-50; ``digits``: CPU), :func:`fit_grid`,
+  and the data changes on their own (:func:`rebalance_weights`, :func:`subsample`,
+  :func:`jtt_error_sets`, :func:`jtt_upsample`, :func:`jtt_stage1`).
+"""
+
+from taskspace.robustness.groups import (
+    Grouping,
+    class_counts,
+    group_counts,
+    group_index,
+    parse_grouping,
+)
+from taskspace.robustness.methods import (
+    METHODS,
+    PRESETS,
+    MethodConfig,
+    MethodParts,
+    Preset,
+    RobustResult,
+    fit_grid,
+    fit_robust,
+    jtt_error_sets,
+    jtt_stage1,
+    jtt_upsample,
+    method_config,
+    method_parts,
+    rebalance_weights,
+    require_groups,
+    subsample,
+)
+from taskspace.robustness.metrics import (
+    Z95,
+    GroupMetrics,
+    count_correct,
+    evaluate_ensemble,
+    final_table,
+    group_metrics,
+    wilson_interval,
+)
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "Z95",
+    "GroupMetrics",
+    "Grouping",
+    "MethodConfig",
+    "MethodParts",
+    "Preset",
+    "RobustResult",
+    "class_counts",
+    "count_correct",
+    "evaluate_ensemble",
+    "final_table",
+    "fit_grid",
+    "fit_robust",
+    "group_counts",
+    "group_index",
+    "group_metrics",
+    "jtt_error_sets",
+    "jtt_stage1",
+    "jtt_upsample",
+    "method_config",
+    "method_parts",
+    "parse_grouping",
+    "rebalance_weights",
+    "require_groups",
+    "subsample",
+    "wilson_interval",
+]
