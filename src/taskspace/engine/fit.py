@@ -38,6 +38,25 @@ from taskspace.models import create_model
 from taskspace.progress import progress_bar
 
 
+def _per_model(
+    what: str,
+    values: Sequence[float] | torch.Tensor | None,
+    m: int,
+    default: float,
+    positive: bool = False,
+) -> torch.Tensor | None:
+    """Per-model hyper-parameters as a float64 ``[M]`` tensor, or ``None`` when absent or
+    all equal to the recipe's (so a plain fit takes exactly the plain path)."""
+    if values is None:
+        return None
+    t = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if len(t) != m:
+        raise TaskspaceError(f"{what}: got {len(t)} values for {m} models")
+    if bool((t <= 0).any()) if positive else bool((t < 0).any()):
+        raise TaskspaceError(f"{what} must be {'> 0' if positive else '>= 0'}, got {t.tolist()}")
+    return None if bool((t == default).all()) else t
+
+
 def _as_seeds(seeds: Sequence[int] | torch.Tensor | int, m: int, what: str) -> list[int]:
     if isinstance(seeds, int):
         return [seeds + i for i in range(m)]
@@ -142,6 +161,8 @@ def fit_many(
     objective: Objective | None = None,
     hooks: Sequence[Hook] = (),
     mlp_step: bool = True,
+    lrs: Sequence[float] | torch.Tensor | None = None,
+    weight_decays: Sequence[float] | torch.Tensor | None = None,
 ) -> Ensemble:
     """Train M models, one per row of ``labels``, and return them as an Ensemble.
 
@@ -176,6 +197,9 @@ def fit_many(
         hooks: evaluation, checkpoints, logging (:mod:`taskspace.engine.hooks`).
         mlp_step: use the hand-written MLP step where it applies (plain MLPs on a CPU
             with plain cross-entropy); False always uses vmap + autograd (same result).
+        lrs: optional per-model base learning rates (the recipe's schedule scales each);
+            with ``weight_decays``, a hyper-parameter grid trains as one batched fit.
+        weight_decays: optional per-model weight decays.
     """
     recipe = get_recipe(recipe)
     device = torch.device(device)
@@ -199,6 +223,8 @@ def fit_many(
     objective = objective or (CrossEntropy() if labels.dim() == 2 else MultiTask())
     objective.check(labels, groups)
     num_outputs = int(num_outputs or objective.num_outputs(labels))
+    lrs_t = _per_model("lrs", lrs, m_total, recipe.lr, positive=True)
+    wds_t = _per_model("weight_decays", weight_decays, m_total, recipe.weight_decay)
     seeds_l = _as_seeds(seeds, m_total, "seeds")
     orders_l = seeds_l if order_seeds is None else _as_seeds(order_seeds, m_total, "order_seeds")
     sampler = sampler or Permutation()
@@ -231,6 +257,8 @@ def fit_many(
         "chunk_size": chunk_size,
         "batched": batched,
         "mlp_step": mlp_step,
+        "lrs": lrs_t,
+        "weight_decays": wds_t,
     }
     ctx = FitContext(
         model_name=model_name,
@@ -253,7 +281,11 @@ def fit_many(
     def make_trainer(members: list[int], vmap: bool) -> ChunkTrainer:
         models = init_models(model_name, num_outputs, [seeds_l[m] for m in members], dataset, **kw)
         args = (models, totals[members], recipe, device, objective, ctx.objective_state)
-        return BatchedTrainer(*args, mlp_step=mlp_step) if vmap else LoopTrainer(*args)
+        lr = None if lrs_t is None else lrs_t[members]
+        wd = None if wds_t is None else wds_t[members]
+        if vmap:
+            return BatchedTrainer(*args, lr, wd, mlp_step=mlp_step)
+        return LoopTrainer(*args, lr, wd)
 
     bar = progress_bar(
         int(sum(totals[c].max() for c in chunks)), f"train {model_name}", progress, unit="step"

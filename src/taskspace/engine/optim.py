@@ -18,11 +18,18 @@ def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class StackedOptimizer:
-    """SGD (momentum, Nesterov, weight decay) or Adam (L2 weight decay) over stacked leaves."""
+    """SGD (momentum, Nesterov, weight decay) or Adam (L2 weight decay) over stacked leaves.
 
-    def __init__(self, params: list[torch.Tensor], recipe: Recipe) -> None:
+    ``weight_decays [M]``: per-model weight decay (a hyper-parameter grid in one fit);
+    ``None`` uses the recipe's for every model.
+    """
+
+    def __init__(
+        self, params: list[torch.Tensor], recipe: Recipe, weight_decays: torch.Tensor | None = None
+    ) -> None:
         self.params = params
         self.recipe = recipe
+        self.wds = weight_decays
         m = params[0].shape[0]
         self.t = torch.zeros(m, dtype=torch.float64)
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
@@ -32,7 +39,8 @@ class StackedOptimizer:
         """One update; ``lrs [M]`` per-model learning rates, ``active [M]`` bool."""
         r = self.recipe
         self.t += active.double()
-        if bool(active.all()) and bool((lrs == lrs[0]).all()) and bool((self.t == self.t[0]).all()):
+        uniform = self.wds is None and bool(active.all()) and bool((lrs == lrs[0]).all())
+        if uniform and bool((self.t == self.t[0]).all()):
             self._uniform_step(float(lrs[0]), float(self.t[0]))
             return
         for p, st in zip(self.params, self.state):
@@ -41,7 +49,9 @@ class StackedOptimizer:
                 continue
             act = _expand(active.to(p.device), p)
             lr = _expand(lrs.to(p.device, p.dtype), p)
-            if r.weight_decay:
+            if self.wds is not None:
+                g = g + _expand(self.wds.to(p.device, p.dtype), p) * p
+            elif r.weight_decay:
                 g = g.add(p, alpha=r.weight_decay)
             if r.optimizer == "sgd":
                 if r.momentum:

@@ -53,11 +53,22 @@ class ChunkTrainer:
         device: torch.device,
         objective: Objective,
         state: ObjectiveState,
+        lrs: torch.Tensor | None = None,
+        weight_decays: torch.Tensor | None = None,
     ) -> None:
+        """``lrs`` / ``weight_decays`` ``[M]``: per-model base learning rates and weight
+        decays (``None``: the recipe's for every model)."""
         self.totals, self.recipe, self.device = totals, recipe, device
         self.objective, self.state = objective, state
+        self.lr_mult = None if lrs is None else lrs.double() / recipe.lr
+        self.wds = weight_decays
         for mod in models:
             mod.to(device).train()
+
+    def lrs_at(self, step: int) -> torch.Tensor:
+        """``[M]`` learning rates at ``step``: the recipe's schedule times each model's base."""
+        lrs = schedule_lr(self.recipe, step, self.totals)
+        return lrs if self.lr_mult is None else lrs * self.lr_mult
 
     def step(self, batch: Batch) -> torch.Tensor | None:
         """One optimiser step of the active members; the per-model losses when computed."""
@@ -94,12 +105,14 @@ class BatchedTrainer(ChunkTrainer):
         device: torch.device,
         objective: Objective,
         state: ObjectiveState,
+        lrs: torch.Tensor | None = None,
+        weight_decays: torch.Tensor | None = None,
         mlp_step: bool = True,
     ) -> None:
-        super().__init__(models, totals, recipe, device, objective, state)
+        super().__init__(models, totals, recipe, device, objective, state, lrs, weight_decays)
         self.params, self.buffers = stack_module_state(models)
         self.base = use_reduction_batchnorm(copy.deepcopy(models[0]).to("meta"))
-        self.opt = StackedOptimizer(list(self.params.values()), recipe)
+        self.opt = StackedOptimizer(list(self.params.values()), recipe, weight_decays)
         names = [k for k in self.params if is_shared(k)]
         self.shared = SharedParams([self.params[k] for k in names], True, names)
         # plain MLPs on a CPU: the same arithmetic with fewer elementwise passes; on CUDA
@@ -122,7 +135,7 @@ class BatchedTrainer(ChunkTrainer):
             )
         else:
             losses = self._vmap_grads(batch)
-        self.opt.step(schedule_lr(self.recipe, batch.step, self.totals), batch.active)
+        self.opt.step(self.lrs_at(batch.step), batch.active)
         self.opt.zero_grad()
         return losses
 
@@ -175,10 +188,13 @@ class LoopTrainer(ChunkTrainer):
         device: torch.device,
         objective: Objective,
         state: ObjectiveState,
+        lrs: torch.Tensor | None = None,
+        weight_decays: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(models, totals, recipe, device, objective, state)
+        super().__init__(models, totals, recipe, device, objective, state, lrs, weight_decays)
         self.models = models
-        self.opts = [self._optimizer(mod, recipe) for mod in models]
+        wds = [recipe.weight_decay] * len(models) if weight_decays is None else weight_decays
+        self.opts = [self._optimizer(mod, recipe, float(wd)) for mod, wd in zip(models, wds)]
         self.shared = [self._shared(mod) for mod in models]
 
     @staticmethod
@@ -187,21 +203,22 @@ class LoopTrainer(ChunkTrainer):
         return SharedParams([p for _, p in named], False, [k for k, _ in named])
 
     @staticmethod
-    def _optimizer(mod: nn.Module, r: Recipe) -> torch.optim.Optimizer:
+    def _optimizer(mod: nn.Module, r: Recipe, weight_decay: float) -> torch.optim.Optimizer:
         if r.optimizer == "adam":
             return torch.optim.Adam(
-                mod.parameters(), lr=r.lr, betas=r.betas, eps=r.eps, weight_decay=r.weight_decay
+                mod.parameters(), lr=r.lr, betas=r.betas, eps=r.eps, weight_decay=weight_decay
             )
         return torch.optim.SGD(
             mod.parameters(),
             lr=r.lr,
             momentum=r.momentum,
             nesterov=r.nesterov,
-            weight_decay=r.weight_decay,
+            weight_decay=weight_decay,
         )
 
     def step(self, batch: Batch) -> torch.Tensor:
         losses = torch.full((len(self.models),), float("nan"), device=self.device)
+        lrs = self.lrs_at(batch.step)
         for j, (mod, opt) in enumerate(zip(self.models, self.opts)):
             if not bool(batch.active[j]):
                 continue
@@ -210,7 +227,7 @@ class LoopTrainer(ChunkTrainer):
             if self.recipe.channels_last and self.device.type == "cuda":
                 xj = xj.contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
-                g["lr"] = float(schedule_lr(self.recipe, batch.step, self.totals[j : j + 1])[0])
+                g["lr"] = float(lrs[j])
             with autocast(self.recipe, self.device):
                 logits = mod(xj)
             opt.zero_grad()
