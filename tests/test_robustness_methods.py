@@ -12,10 +12,9 @@ from collections import Counter
 import pytest
 import torch
 from scipy.stats import chisquare
-from sklearn.datasets import load_digits
 from torch.func import stack_module_state
 
-from taskspace.data import ImageDataset
+from taskspace.data import ImageDataset, load_dataset
 from taskspace.engine import FitData, GroupDRO, Hook, IndexLists, Recipe, fit_many, init_models
 from taskspace.engine.batches import Batch
 from taskspace.errors import TaskspaceError
@@ -391,65 +390,11 @@ def test_selection_history_bce_and_grid(grouped):
 # headline: coloured digits
 
 
-def coloured_digits(seed: int = 0, rho: float = 0.97) -> ImageDataset:
-    """scikit-learn's digits, coloured: y = 1{digit >= 5}; a = y with probability ``rho``
-    in train (1,200 images), group-balanced within each class in val (297) and test (300);
-    the digit in grey, background pixels red (a = 0) or blue (a = 1); 8x8x3 uint8."""
-    bunch = load_digits()
-    v = torch.from_numpy(bunch.images).round().long()
-    digit = torch.from_numpy(bunch.target).long()
-    y = (digit >= 5).long()
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(v), generator=gen)
-    train, val, test = perm[:1200], perm[1200:1497], perm[1497:]
-    a = torch.empty(len(v), dtype=torch.long)
-    agree = torch.rand(len(train), generator=gen) < rho
-    a[train] = torch.where(agree, y[train], 1 - y[train])
-    for split in (val, test):
-        for c in (0, 1):
-            idx = split[y[split] == c]
-            idx = idx[torch.randperm(len(idx), generator=gen)]
-            a[idx[: len(idx) // 2]], a[idx[len(idx) // 2 :]] = 0, 1
-    images = ((v * 255 + 8) // 16)[:, None].repeat(1, 3, 1, 1)
-    background = (v == 0)[:, None] & (
-        torch.arange(3)[None, :, None, None] == 2 * a[:, None, None, None]
-    )
-    images = images.masked_fill(background, 255).to(torch.uint8)
-    f = images.float() / 255
-    return ImageDataset(
-        name="coloured-digits",
-        images=images,
-        mean=tuple(f.mean((0, 2, 3)).tolist()),
-        std=tuple(f.std((0, 2, 3)).tolist()),
-        classes=digit,
-        class_names=[str(i) for i in range(10)],
-        splits={"train": train.sort().values, "val": val.sort().values, "test": test.sort().values},
-        attributes=torch.stack([y, a], 1),
-        attribute_names=["large", "blue"],
-    )
-
-
-def test_coloured_digits_dataset():
-    ds = coloured_digits()
-    g = parse_grouping("large:blue", ds.attribute_names)
-    n_train = g.group_counts(ds, "train")
-    assert int(n_train.sum()) == 1200 and int(n_train[1] + n_train[2]) < 0.05 * 1200
-    for split in ("val", "test"):
-        n = g.group_counts(ds, split)
-        assert abs(int(n[0]) - int(n[1])) <= 1 and abs(int(n[2]) - int(n[3])) <= 1
-    x = ds.images
-    assert x.shape == (1797, 3, 8, 8) and x.dtype == torch.uint8
-    background = x[:, 1] == 0  # the digit is grey, so green is 0 only off the digit
-    for a, paint, other in ((0, 0, 2), (1, 2, 0)):
-        pix = background & (ds.attributes[:, 1] == a)[:, None, None]
-        assert bool((x[:, paint][pix] == 255).all()) and bool((x[:, other][pix] == 0).all())
-
-
 def test_coloured_digits_robust_methods_beat_erm_on_the_worst_group():
     """The issue's done-when line: with 3 seeds and the ``digits`` preset, ERM's test
     worst-group accuracy is <= 0.3, and JTT, RWG, SUBG and Group DRO each reach >= 0.6
-    and >= ERM's + 0.3 (means over seeds)."""
-    ds = coloured_digits()
+    and >= ERM's + 0.3 (means over seeds), on the library's coloured digits."""
+    ds = load_dataset("coloured_digits")
     g = parse_grouping("large:blue", ds.attribute_names)
     results, summary, t0 = {}, {}, time.perf_counter()
     for method in ("erm", "jtt", "rwg", "subg", "dro"):

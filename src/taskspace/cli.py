@@ -17,7 +17,7 @@ from typing import Any
 from taskspace.config import build_config, describe, sweep_points
 from taskspace.errors import TaskspaceError
 from taskspace.report.page import build_report
-from taskspace.runs import LaunchOptions, run_sweep
+from taskspace.runs import LaunchOptions, best_point, run_sweep
 
 #: command -> (module, config class, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -45,6 +45,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "taskspace.commands.report",
         "ReportConfig",
         "one HTML page (report.html) for one or several run directories",
+    ),
+    "robust": (
+        "taskspace.commands.robust",
+        "RobustConfig",
+        "group-robust training: ERM, JTT, RWY, RWG, SUBY, SUBG, Group DRO",
     ),
     "split": (
         "taskspace.commands.split",
@@ -107,6 +112,12 @@ def _sweep(name: str, tokens: list[str]) -> int:
     out = next((t.split("=", 1)[1] for t in fixed if t.startswith("out=")), None)
     folder = run_sweep(name, fixed, points, run_tokens, _check_tokens(name), launch, out)
     print(f"sweep of {len(points)} points: {folder / 'sweep.csv'}")
+    metric = getattr(_command(name)[0], "SWEEP_SELECT", None)
+    best = best_point(folder, metric) if metric else None
+    if best is not None:
+        cols = list(best)  # point, the swept options, finished, run_dir, metrics
+        chosen = " ".join(f"{k}={best[k]}" for k in cols[1 : cols.index("finished")])
+        print(f"best point by {metric} ({best[metric]}): {chosen} ({best['run_dir']})")
     report = next((t.split("=", 1)[1] for t in fixed if t.startswith("report=")), "true")
     if report.strip().lower() not in ("false", "0", "no", "off"):
         print(f"report: {build_report([folder])}")

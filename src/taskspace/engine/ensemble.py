@@ -72,6 +72,21 @@ class Ensemble:
         both = {**self.params, **self.buffers}
         return [{k: v[m] for k, v in both.items()} for m in range(len(self))]
 
+    def select(self, models: Sequence[int]) -> Ensemble:
+        """The ensemble of models ``models`` (in that order)."""
+        idx = torch.as_tensor(list(models), dtype=torch.long)
+        return Ensemble(
+            self.model_name,
+            self.num_outputs,
+            self.in_channels,
+            self.image_size,
+            dict(self.model_kwargs),
+            {k: v[idx] for k, v in self.params.items()},
+            {k: v[idx] for k, v in self.buffers.items()},
+            self.num_tasks,
+            {k: v[idx] for k, v in self.objective_state.items()},
+        )
+
     @staticmethod
     def concat(parts: Sequence[Ensemble]) -> Ensemble:
         first = parts[0]

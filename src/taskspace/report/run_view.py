@@ -92,7 +92,7 @@ class RunView:
 
     def parts(self, suffix: str = "csv") -> list[Path]:
         """Finished part files (a run with parts writes one per finished part)."""
-        return sorted((self.path / "parts").glob(f"part-*.{suffix}"))
+        return sorted((self.path / "parts").glob(f"part-[0-9][0-9][0-9][0-9].{suffix}"))
 
     def rows(self, table: str) -> list[dict[str, str]]:
         """A merged table, else the rows of the part files finished so far (a run killed

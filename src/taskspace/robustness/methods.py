@@ -209,6 +209,14 @@ def _digits(method: str, **kw: Any) -> MethodConfig:
     return MethodConfig(method, **base)
 
 
+def _celeba_cpu(method: str, **kw: Any) -> MethodConfig:
+    base: dict[str, Any] = dict(
+        optimizer="sgd", momentum=0.9, lr=0.05, weight_decay=1e-4, batch_size=128, epochs=8
+    )
+    base.update(kw)
+    return MethodConfig(method, **base)
+
+
 #: Default hyperparameters. ``reference``: CelebA ResNet-50 (mml-robustness
 #: ``configs/exp/*.yaml``, whose comments quote Idrissi et al.'s best CelebA settings; JTT
 #: from anniesch/jtt; Group DRO from kohpangwei/group_DRO), SGD momentum 0.9, no schedule.
@@ -251,6 +259,22 @@ PRESETS: dict[str, Preset] = {
             "subg": _digits("subg", batch_size=16, epochs=100),
             "jtt": _digits("jtt", batch_size=32, epochs=30, jtt_epochs=1, lambda_up=50),
             "dro": _digits("dro", batch_size=32, epochs=30, eta_q=0.1),
+        },
+    ),
+    "celeba_cpu": Preset(
+        "celeba_cpu",
+        "CelebA at 32x32 on a 2-core CPU: the small CNN convnet 16-32-64 from scratch, "
+        "SGD momentum 0.9, 8 epochs of batch 128",
+        "convnet",
+        {"widths": (16, 32, 64)},
+        {
+            "erm": _celeba_cpu("erm"),
+            "rwy": _celeba_cpu("rwy"),
+            "rwg": _celeba_cpu("rwg"),
+            "suby": _celeba_cpu("suby"),
+            "subg": _celeba_cpu("subg", batch_size=32, epochs=100),
+            "jtt": _celeba_cpu("jtt", epochs=2, jtt_epochs=1, lambda_up=20),
+            "dro": _celeba_cpu("dro", eta_q=0.1),
         },
     ),
 }
@@ -453,6 +477,40 @@ class RobustResult:
     stage1: Ensemble | None = None
     error_sets: list[torch.Tensor] | None = None
     error_counts: torch.Tensor | None = None
+    grid: list[dict[str, float]] | None = None
+
+    def points(self) -> list[RobustResult]:
+        """A grid result split into one result per point (itself when not a grid)."""
+        if not self.grid:
+            return [self]
+        s = len(self.seeds) // len(self.grid)
+        out = []
+        for p, point in enumerate(self.grid):
+            idx = list(range(p * s, (p + 1) * s))
+            pick = {m: j for j, m in enumerate(idx)}
+            out.append(
+                dataclasses.replace(
+                    self,
+                    config=self.config.replace(**point),
+                    seeds=[self.seeds[m] for m in idx],
+                    ensemble=self.ensemble.select(idx),
+                    metrics={k: v.select(idx) for k, v in self.metrics.items()},
+                    history=[
+                        {**r, "model": pick[r["model"]]} for r in self.history if r["model"] in pick
+                    ],
+                    best={pick[m]: v for m, v in self.best.items() if m in pick},
+                    train_lists=None
+                    if self.train_lists is None
+                    else [self.train_lists[m] for m in idx],
+                    stage1=None if self.stage1 is None else self.stage1.select(idx),
+                    error_sets=None
+                    if self.error_sets is None
+                    else [self.error_sets[m] for m in idx],
+                    error_counts=None if self.error_counts is None else self.error_counts[idx],
+                    grid=None,
+                )
+            )
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """Per-model final rows (one per seed and split): ``method``, ``grouping``,
@@ -494,10 +552,13 @@ def jtt_stage1(
     device: str | torch.device = "cpu",
     batched: bool | None = None,
     progress: bool = False,
+    lrs: Sequence[float] | None = None,
+    weight_decays: Sequence[float] | None = None,
 ) -> Ensemble:
     """JTT's stage 1: ERM for ``config.jtt_epochs`` epochs (the last parameters, no
     selection), one model per seed in one ``fit_many`` call; saved to ``save_to`` when
-    given, so that stage 2 (``fit_robust(..., stage1=...)``) can reuse it."""
+    given, so that stage 2 (``fit_robust(..., stage1=...)``) can reuse it. ``lrs`` /
+    ``weight_decays``: per-model values (a hyperparameter grid)."""
     grouping = _as_grouping(grouping, dataset)
     cfg = config or method_config("jtt", preset)
     pre = PRESETS[preset]
@@ -517,6 +578,8 @@ def jtt_stage1(
         model_kwargs=dict(pre.model_kwargs if model_kwargs is None else model_kwargs),
         objective=_objective(cfg, grouping),
         progress=progress,
+        lrs=lrs,
+        weight_decays=weight_decays,
     )
     if save_to is not None:
         ens.save(save_to)
@@ -632,6 +695,7 @@ def fit_robust(
     chunk_size: int | None = None,
     progress: bool = False,
     hooks: Sequence[Hook] = (),
+    grid: Sequence[Mapping[str, float]] | None = None,
     **overrides: Any,
 ) -> RobustResult:
     """Train ``method`` with one model per seed in one batched ``fit_many`` call.
@@ -657,6 +721,9 @@ def fit_robust(
             saved to ``stage1_save_to`` when given).
         hooks: more engine hooks for the (stage-2) ``fit_many`` call (logging,
             checkpoints), after the evaluation hook.
+        grid: learning-rate / weight-decay points (``[{"lr": 1e-3, "weight_decay":
+            1e-4}, ...]``): one model per point and seed (point-major), all in the same
+            batched call; :meth:`RobustResult.points` splits the result by point.
         overrides: :class:`MethodConfig` fields (``lr=``, ``epochs=``, ``lambda_up=``...).
     """
     grouping = _as_grouping(grouping, dataset)
@@ -680,6 +747,12 @@ def fit_robust(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise TaskspaceError("fit_robust needs at least one seed")
+    points = [cfg.replace(**p) for p in grid] if grid else [cfg]
+    if grid and set().union(*grid) - {"lr", "weight_decay"}:
+        raise TaskspaceError("a batched grid varies only lr and weight_decay; use fit_grid")
+    lrs = [p.lr for p in points for _ in seeds] if grid else None
+    wds = [p.weight_decay for p in points for _ in seeds] if grid else None
+    seeds = [s for _ in points for s in seeds]
     m = len(seeds)
 
     train_idx = dataset.split(train_split)
@@ -706,6 +779,8 @@ def fit_robust(
                 device=device,
                 batched=batched,
                 progress=progress,
+                lrs=lrs,
+                weight_decays=wds,
             )
         else:
             stage1_ens = _load_stage1(stage1)
@@ -752,6 +827,8 @@ def fit_robust(
         objective=parts.objective,
         hooks=[hook, *hooks],
         progress=progress,
+        lrs=lrs,
+        weight_decays=wds,
     )
     history = [{**r, "seed": seeds[r["model"]]} for r in hook.history]
     metrics = {
@@ -773,6 +850,7 @@ def fit_robust(
         stage1=stage1_ens,
         error_sets=error_sets,
         error_counts=error_counts,
+        grid=[dict(p) for p in grid] if grid else None,
     )
 
 
@@ -784,8 +862,11 @@ def fit_grid(
     **kwargs: Any,
 ) -> list[RobustResult]:
     """:func:`fit_robust` at every hyperparameter point (e.g. ``[{"lr": 1e-3,
-    "weight_decay": 1e-4}, ...]``), all seeds of a point in one batched call.
+    "weight_decay": 1e-4}, ...]``), one result per point.
 
-    The engine takes one learning rate and weight decay per ``fit_many`` call, so the
-    points train one after another; a JTT stage 1 passed as ``stage1=`` is shared."""
+    Points that vary only the learning rate and weight decay train as ONE batched
+    ``fit_many`` call over points x seeds (per-model hyperparameters); other points train
+    one call each (all seeds of a point batched)."""
+    if points and not set().union(*points) - {"lr", "weight_decay"}:
+        return fit_robust(dataset, grouping, method, grid=points, **kwargs).points()
     return [fit_robust(dataset, grouping, method, **kwargs, **dict(p)) for p in points]

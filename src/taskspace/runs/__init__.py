@@ -3,7 +3,7 @@ independent parts (in-process, local processes, SLURM through submitit), and swe
 
 from taskspace.runs.launch import LAUNCHERS, LaunchOptions, run_jobs
 from taskspace.runs.rundir import RunDir, config_digest
-from taskspace.runs.sweep import SWEEP_TABLE, run_sweep
+from taskspace.runs.sweep import SWEEP_TABLE, best_point, run_sweep
 
 __all__ = [
     "LAUNCHERS",
@@ -12,5 +12,6 @@ __all__ = [
     "RunDir",
     "config_digest",
     "run_jobs",
+    "best_point",
     "run_sweep",
 ]

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from taskspace.errors import TaskspaceError
-from taskspace.io import write_csv
+from taskspace.io import read_csv, write_csv, write_json
 from taskspace.runs.launch import LaunchOptions, run_jobs
 from taskspace.runs.rundir import RunDir
 
-__all__ = ["SWEEP_TABLE", "run_sweep", "sweep_dir"]
+__all__ = ["SWEEP_TABLE", "best_point", "run_sweep", "sweep_dir"]
 
 SWEEP_TABLE = "sweep.csv"
 
@@ -95,3 +95,18 @@ def write_table(folder: Path, points: Sequence[Sequence[str]], runs: Sequence[Pa
     return write_csv(
         folder / SWEEP_TABLE, rows, ["point", *keys, "finished", "run_dir", *metric_keys]
     )
+
+
+def best_point(folder: str | Path, metric: str) -> dict[str, str] | None:
+    """The finished point of ``sweep.csv`` with the highest ``metric`` (``None`` when no
+    finished point has it); written to ``best.json`` beside the table."""
+    rows = [
+        r
+        for r in read_csv(Path(folder) / SWEEP_TABLE)
+        if r.get("finished") == "True" and r.get(metric) not in (None, "")
+    ]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: float(r[metric]))
+    write_json(Path(folder) / "best.json", {"metric": metric, **best})
+    return best
