@@ -114,7 +114,7 @@ def _sweep(name: str, tokens: list[str]) -> int:
     print(f"sweep of {len(points)} points: {folder / 'sweep.csv'}")
     metric = getattr(_command(name)[0], "SWEEP_SELECT", None)
     best = best_point(folder, metric) if metric else None
-    if best is not None:
+    if metric and best is not None:
         cols = list(best)  # point, the swept options, finished, run_dir, metrics
         chosen = " ".join(f"{k}={best[k]}" for k in cols[1 : cols.index("finished")])
         print(f"best point by {metric} ({best[metric]}): {chosen} ({best['run_dir']})")
