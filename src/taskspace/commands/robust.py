@@ -189,8 +189,9 @@ def plan(cfg: RobustConfig) -> Plan:
     overrides = {k: v for k, v in to_dict(cfg.method).items() if v is not None}
     for m in methods:
         method_config(m, preset, **overrides)  # checks every value
-    lrs: list[float | None] = list(cfg.grid.lr or [None])
-    wds: list[float | None] = list(cfg.grid.weight_decay or [None])
+    none: list[float | None] = [None]
+    lrs: list[float | None] = list(cfg.grid.lr) if cfg.grid.lr else none
+    wds: list[float | None] = list(cfg.grid.weight_decay) if cfg.grid.weight_decay else none
     points = [
         {k: v for k, v in (("lr", lr), ("weight_decay", wd)) if v is not None}
         for lr, wd in itertools.product(lrs, wds)
