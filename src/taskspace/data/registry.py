@@ -7,9 +7,10 @@ class-per-folder tree). Names are matched ignoring case, ``-`` and ``_`` (``CIFA
 Attribute datasets (images with named 0/1 ``attributes``, splits ``train`` / ``val`` /
 ``test``): ``celeba`` (any CelebA-layout folder, :mod:`taskspace.data.celeba`),
 ``coloured_digits`` (also ``colored_digits``) and ``waterdigits`` (offline, seeded, with a
-planted spurious correlation, :mod:`taskspace.data.synthetic`). Their own options
-(``attributes``, ``partition``, ``images``, ``correlation``) are refused by the other
-datasets, so a misspelt dataset name never silently ignores them.
+planted spurious correlation, :mod:`taskspace.data.synthetic`), and ``celeba_lite`` (eight
+drawn factors with planted correlated pairs, for the spurious-correlation pipeline). Their
+own options (``attributes``, ``partition``, ``images``, ``correlation``) are refused by
+the other datasets, so a misspelt dataset name never silently ignores them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from taskspace.data.digits import load_digits
 from taskspace.data.imagefolder import load_imagefolder
 from taskspace.data.resize import resize_dataset
 from taskspace.data.splits import resolve_count
-from taskspace.data.synthetic import SYNTHETIC_SIZES, load_coloured_digits, load_waterdigits
+from taskspace.data.synthetic import (
+    CELEBA_LITE_SIZES,
+    SYNTHETIC_SIZES,
+    load_celeba_lite,
+    load_coloured_digits,
+    load_waterdigits,
+)
 from taskspace.errors import TaskspaceError
 
 __all__ = ["ATTRIBUTE_DATASETS", "DATASET_NAMES", "load_dataset"]
@@ -31,9 +38,10 @@ __all__ = ["ATTRIBUTE_DATASETS", "DATASET_NAMES", "load_dataset"]
 #: Every name :func:`load_dataset` accepts.
 DATASET_NAMES = (
     "digits", "cifar10", "cifar100", "imagefolder", "celeba", "coloured_digits", "waterdigits",
+    "celeba_lite",
 )  # fmt: skip
 #: Datasets with attributes (``train`` / ``val`` / ``test`` splits).
-ATTRIBUTE_DATASETS = ("celeba", "coloured_digits", "waterdigits")
+ATTRIBUTE_DATASETS = ("celeba", "coloured_digits", "waterdigits", "celeba_lite")
 #: Normalised spelling (lower case, no ``-`` / ``_``) -> dataset name.
 _KEYS = {n.replace("_", ""): n for n in DATASET_NAMES} | {"coloreddigits": "coloured_digits"}
 
@@ -83,7 +91,8 @@ def load_dataset(
             to the attribute file, else ``seeded`` 0.6/0.2/0.2).
         images: ``celeba``: the images folder, relative to ``root`` (default: searched).
         correlation: synthetic datasets: train ``P(a = y)`` (default 0.97 for
-            ``coloured_digits``, 0.95 for ``waterdigits``).
+            ``coloured_digits``, 0.95 for ``waterdigits``); ``celeba_lite``: the copula
+            correlation of its planted pairs (default 0.95, all splits).
         cache: reuse / store decoded image trees in the user cache (see
             :mod:`taskspace.data.cache`); it never writes inside ``root``.
         progress: progress bars (stderr) while decoding large trees.
@@ -98,7 +107,7 @@ def load_dataset(
     _refuse(key, "attributes", attributes, ("celeba",))
     _refuse(key, "partition", partition, ("celeba",))
     _refuse(key, "images", images, ("celeba",))
-    _refuse(key, "correlation", correlation, ("coloured_digits", "waterdigits"))
+    _refuse(key, "correlation", correlation, ("coloured_digits", "waterdigits", "celeba_lite"))
     if key == "celeba":
         if heldout is not None or train_size is not None or test_size is not None:
             raise TaskspaceError(
@@ -123,6 +132,21 @@ def load_dataset(
         )
         loader = load_coloured_digits if key == "coloured_digits" else load_waterdigits
         ds = loader(correlation=correlation, seed=split_seed, sizes=sizes)
+    elif key == "celeba_lite":
+        if root is not None:
+            raise TaskspaceError(
+                f"celeba_lite is drawn on the fly and takes no data folder (got root={root})"
+            )
+        val = CELEBA_LITE_SIZES[1]
+        if heldout is not None:  # a count, or a fraction of the default total
+            n = max(sum(CELEBA_LITE_SIZES), int(heldout) if float(heldout) >= 1 else 0)
+            val = resolve_count(heldout, n, "heldout")
+        sizes = (
+            CELEBA_LITE_SIZES[0] if train_size is None else train_size,
+            val,
+            CELEBA_LITE_SIZES[2] if test_size is None else test_size,
+        )
+        ds = load_celeba_lite(correlation=correlation, seed=split_seed, sizes=sizes)
     elif key == "digits":
         if root is not None:
             raise TaskspaceError(

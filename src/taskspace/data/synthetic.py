@@ -34,11 +34,24 @@ Everything (the digits drawn, the attributes, the background crops) comes from o
 Images are stored train, then val, then test (each split in its drawn order); ``classes``
 are the digits 0-9 and ``ids`` their row numbers in scikit-learn's digits (``"0000"`` ..).
 Mean/std are computed over all images of the dataset.
+
+**CelebA-lite** (``celeba_lite``, for the spurious-correlation pipeline of
+:mod:`taskspace.robustness.spurious`) needs no digits: eight binary factors
+(:data:`CELEBA_LITE_ATTRIBUTES`: square/circle, red/blue, size, dark/light background,
+top stripe, corner dot, left/right position, frame) are drawn into a 16x16 RGB image
+with +-1 px jitter and Gaussian noise (sigma 0.15). The attributes are correlated through
+a Gaussian copula whose matrix (:func:`celeba_lite_sigma`) is the ground truth: the
+planted pairs :data:`CELEBA_LITE_PLANTED` are correlated, all other attributes are
+independent. In each planted pair the core factor is drawn so that it is much harder to
+see than its shortcut (square vs circle of equal area differ at the corners only; the dot
+is faint and moves), so a model of the core reads the shortcut and the pair's delta is
+large in one direction only.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -49,9 +62,17 @@ from taskspace.data.imagefolder import channel_stats
 from taskspace.errors import TaskspaceError
 
 __all__ = [
+    "CELEBA_LITE_ATTRIBUTES",
+    "CELEBA_LITE_CORRELATION",
+    "CELEBA_LITE_NOISE",
+    "CELEBA_LITE_PLANTED",
+    "CELEBA_LITE_PREVALENCE",
+    "CELEBA_LITE_SIZES",
     "COLOURED_DIGITS_CORRELATION",
     "SYNTHETIC_SIZES",
     "WATERDIGITS_CORRELATION",
+    "celeba_lite_sigma",
+    "load_celeba_lite",
     "load_coloured_digits",
     "load_waterdigits",
 ]
@@ -256,3 +277,133 @@ def load_waterdigits(
 
     rho = WATERDIGITS_CORRELATION if correlation is None else correlation
     return _attribute_dataset("waterdigits", sizes, rho, seed, draw, "flower")
+
+
+# ---------------------------------------------------------------------------------------
+# CelebA-lite: eight drawn binary factors with a planted correlation structure
+
+
+#: CelebA-lite's attributes, in column order (each a drawn factor of the 16x16 image).
+CELEBA_LITE_ATTRIBUTES = ("Square", "Red", "Large", "LightBG", "Stripe", "Dot", "Left", "Frame")
+#: The planted spurious pairs ``(core, shortcut)``: the core is the harder factor to see, so
+#: a model of the core leans on the shortcut and ``T[core, shortcut]`` is large while
+#: ``T[shortcut, core]`` stays small (the easier feature is the shortcut).
+CELEBA_LITE_PLANTED = (("Square", "Red"), ("Dot", "Frame"))
+#: Default Gaussian-copula correlation of every planted pair.
+CELEBA_LITE_CORRELATION = 0.95
+#: Default P(attribute = 1) of every attribute, in :data:`CELEBA_LITE_ATTRIBUTES` order.
+CELEBA_LITE_PREVALENCE = (0.5, 0.5, 0.5, 0.5, 0.4, 0.5, 0.5, 0.5)
+#: Default train / val / test sizes of CelebA-lite.
+CELEBA_LITE_SIZES = (3000, 2000, 2000)
+#: Pixel noise standard deviation (pixel values in [0, 1]).
+CELEBA_LITE_NOISE = 0.15
+
+
+def celeba_lite_sigma(correlation: float | None = None) -> np.ndarray:
+    """The copula's correlation matrix ``Sigma [8, 8]`` (the ground-truth oracle): the
+    identity, with ``correlation`` (default 0.95) at both cells of every planted pair."""
+    rho = CELEBA_LITE_CORRELATION if correlation is None else correlation
+    rho = _check_correlation(rho, "celeba_lite")
+    if rho >= 1.0:
+        raise TaskspaceError("celeba_lite: the copula correlation must be below 1")
+    names = list(CELEBA_LITE_ATTRIBUTES)
+    sigma = np.eye(len(names))
+    for core, shortcut in CELEBA_LITE_PLANTED:
+        i, j = names.index(core), names.index(shortcut)
+        sigma[i, j] = sigma[j, i] = rho
+    return sigma
+
+
+def _draw_celeba_lite(attrs: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Paint ``attrs [n, 8]`` (0/1, :data:`CELEBA_LITE_ATTRIBUTES` order) as ``uint8 [n, 3,
+    16, 16]``. The easy factors change many pixels strongly (shape colour, background,
+    frame, stripe, position, size); the core ones change few: square vs circle of equal
+    area differ only at the corners, and the dot is a faint 2x2 patch that moves by 1 px."""
+    n = len(attrs)
+    sq, red, large, light, stripe, dot, left, frame = (attrs[:, k] for k in range(8))
+    img = np.empty((n, 3, 16, 16))
+    img[:] = np.where(light == 1, 0.6, 0.15)[:, None, None, None]
+    rows, cols = np.mgrid[0:16, 0:16]
+    # the shape: centre left or right, +-1 px jitter in both directions
+    cy = 7.5 + rng.integers(-1, 2, n)
+    cx = np.where(left == 1, 4.5, 10.5) + rng.integers(-1, 2, n)
+    r = np.where(large == 1, 3.6, 2.6)
+    dy = rows[None] - cy[:, None, None]
+    dx = cols[None] - cx[:, None, None]
+    half = (r * math.sqrt(math.pi) / 2)[:, None, None]  # the square of the disc's area
+    square = (np.abs(dy) <= half) & (np.abs(dx) <= half)
+    disc = dy**2 + dx**2 <= (r**2)[:, None, None]
+    mask = np.where(sq[:, None, None] == 1, square, disc)
+    colour = np.where(red[:, None] == 1, [0.95, 0.1, 0.1], [0.1, 0.1, 0.95])  # [n, 3]
+    img = np.where(mask[:, None], colour[:, :, None, None], img)
+    # a yellow stripe along the top, a green frame, a faint jittered dot in the top right
+    img[:, :2, 1:3, 3:11] += 0.4 * stripe[:, None, None, None]
+    ring = np.zeros((16, 16), dtype=bool)
+    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
+    img[:, 1] += 0.5 * ring[None] * frame[:, None, None]
+    oy = 1 + rng.integers(0, 2, n)
+    ox = 12 + rng.integers(0, 2, n)
+    patch = (rows[None] >= oy[:, None, None]) & (rows[None] < oy[:, None, None] + 2)
+    patch &= (cols[None] >= ox[:, None, None]) & (cols[None] < ox[:, None, None] + 2)
+    img += 0.15 * (patch * dot[:, None, None])[:, None]
+    img += rng.normal(0.0, noise, img.shape)
+    return np.rint(img.clip(0.0, 1.0) * 255).astype(np.uint8)
+
+
+def load_celeba_lite(
+    *,
+    correlation: float | None = None,
+    seed: int = 0,
+    sizes: tuple[int, int, int] = CELEBA_LITE_SIZES,
+    noise: float = CELEBA_LITE_NOISE,
+) -> ImageDataset:
+    """CelebA-lite: ``uint8 [N, 3, 16, 16]`` with the 8 attributes of
+    :data:`CELEBA_LITE_ATTRIBUTES`, for the spurious-correlation pipeline.
+
+    Attributes are drawn through a Gaussian copula: ``z ~ N(0, Sigma)``
+    (:func:`celeba_lite_sigma`: the planted pairs :data:`CELEBA_LITE_PLANTED` correlated,
+    the rest independent) and attribute ``k = 1{z_k > Phi^-1(1 - p_k)}`` with ``p`` =
+    :data:`CELEBA_LITE_PREVALENCE`. Every split comes from the same distribution (as
+    CelebA's official splits), so val holds the planted correlation too and its minority
+    groups are small. Each factor is drawn into the image (:func:`_draw_celeba_lite`),
+    with +-1 px jitter of the shape and the dot and Gaussian pixel noise.
+
+    Args:
+        correlation: the copula correlation of the planted pairs (default 0.95, in [0, 1)).
+        seed: fixes the attributes, the jitter and the noise: the whole dataset.
+        sizes: train / val / test counts.
+        noise: pixel noise standard deviation (values in [0, 1]).
+    """
+    name = "celeba_lite"
+    sizes = _check_sizes(sizes, sum(int(s) for s in sizes), name)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TaskspaceError(f"{name}: seed must be a whole number, got {seed!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise TaskspaceError(f"{name}: noise must be a number >= 0, got {noise!r}")
+    sigma = celeba_lite_sigma(correlation)
+    rng = np.random.default_rng(int(seed))
+    n = sum(sizes)
+    z = rng.multivariate_normal(np.zeros(len(sigma)), sigma, size=n, method="cholesky")
+    cut = np.array([NormalDist().inv_cdf(1.0 - p) for p in CELEBA_LITE_PREVALENCE])
+    attrs = (z > cut[None]).astype(np.int64)
+    images = torch.from_numpy(np.ascontiguousarray(_draw_celeba_lite(attrs, rng, float(noise))))
+    bounds = np.cumsum([0, *sizes])
+    splits = {
+        s: torch.arange(int(bounds[i]), int(bounds[i + 1]))
+        for i, s in enumerate(_SPLITS)
+        if bounds[i + 1] > bounds[i]
+    }
+    mean, std = channel_stats(images)
+    return ImageDataset(
+        name=name,
+        images=images,
+        mean=mean,
+        std=std,
+        classes=torch.from_numpy(attrs[:, 0].copy()),
+        class_names=["circle", "square"],
+        splits=splits,
+        attributes=torch.from_numpy(attrs),
+        attribute_names=list(CELEBA_LITE_ATTRIBUTES),
+        ids=[f"{i:05d}" for i in range(n)],
+        split_orders={s: v.clone() for s, v in splits.items()},
+    )

@@ -12,9 +12,25 @@ A capability library (no run directories, no command line, no plotting):
   ``fit_many``, all seeds in one batched call, selection at every epoch end),
   :data:`PRESETS` (``reference``: CelebA ResNet-50; ``digits``: CPU), :func:`fit_grid`,
   and the data changes on their own (:func:`rebalance_weights`, :func:`subsample`,
-  :func:`jtt_error_sets`, :func:`jtt_upsample`, :func:`jtt_stage1`).
+  :func:`jtt_error_sets`, :func:`jtt_upsample`, :func:`jtt_stage1`);
+- spurious: :func:`fit_attribute_models` (one model per attribute in one ``fit_many``
+  call), :func:`delta_matrix` -> :class:`DeltaMatrix` (Agresti-Coull-shrunk deltas with
+  named axes, pair list, :func:`delta_histogram`);
+- extract: :func:`cocluster`, :func:`svd_kmeans` (:func:`svd_dimension`),
+  :func:`association` and :func:`task_pairings` on the delta matrix.
 """
 
+from taskspace.robustness.extract import (
+    CoClusters,
+    SvdClusters,
+    association,
+    cocluster,
+    cocluster_input,
+    normalize_rows,
+    svd_dimension,
+    svd_kmeans,
+    task_pairings,
+)
 from taskspace.robustness.groups import (
     Grouping,
     class_counts,
@@ -49,21 +65,47 @@ from taskspace.robustness.metrics import (
     group_metrics,
     wilson_interval,
 )
+from taskspace.robustness.spurious import (
+    EPSILON,
+    SPURIOUS_RECIPE,
+    AttributeModels,
+    DeltaHistogram,
+    DeltaMatrix,
+    delta_from_counts,
+    delta_histogram,
+    delta_matrix,
+    fit_attribute_models,
+    shrink_group_accuracy,
+)
 
 __all__ = [
+    "EPSILON",
     "METHODS",
     "PRESETS",
+    "SPURIOUS_RECIPE",
     "Z95",
+    "AttributeModels",
+    "CoClusters",
+    "DeltaHistogram",
+    "DeltaMatrix",
     "GroupMetrics",
     "Grouping",
     "MethodConfig",
     "MethodParts",
     "Preset",
     "RobustResult",
+    "SvdClusters",
+    "association",
     "class_counts",
+    "cocluster",
+    "cocluster_input",
     "count_correct",
+    "delta_from_counts",
+    "delta_histogram",
+    "delta_matrix",
     "evaluate_ensemble",
     "final_table",
+    "fit_attribute_models",
     "fit_grid",
     "fit_robust",
     "group_counts",
@@ -74,9 +116,14 @@ __all__ = [
     "jtt_upsample",
     "method_config",
     "method_parts",
+    "normalize_rows",
     "parse_grouping",
     "rebalance_weights",
     "require_groups",
+    "shrink_group_accuracy",
     "subsample",
+    "svd_dimension",
+    "svd_kmeans",
+    "task_pairings",
     "wilson_interval",
 ]
