@@ -10,6 +10,7 @@ from taskspace.engine.fit import fit_many, init_models
 from taskspace.engine.hooks import Checkpoint, Evaluate, Hook, Log
 from taskspace.engine.metrics import Accuracy, Metric, WorstGroupAccuracy
 from taskspace.engine.objectives import (
+    LBTW,
     CrossEntropy,
     GroupDRO,
     MultiTask,
@@ -17,6 +18,7 @@ from taskspace.engine.objectives import (
     SharedParams,
     StaticWeights,
     TaskWeighting,
+    check_task_weights,
 )
 from taskspace.engine.predict import accuracy, predict_many
 from taskspace.engine.recipe import PRESETS, Recipe, get_recipe
@@ -41,6 +43,7 @@ __all__ = [
     "GroupDRO",
     "Hook",
     "IndexLists",
+    "LBTW",
     "Log",
     "Metric",
     "MultiTask",
@@ -54,6 +57,7 @@ __all__ = [
     "WeightedWithReplacement",
     "WorstGroupAccuracy",
     "accuracy",
+    "check_task_weights",
     "fit_many",
     "get_recipe",
     "init_models",

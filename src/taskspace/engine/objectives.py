@@ -13,12 +13,14 @@ gradient); objectives that need more (per-task gradients of the shared trunk) ov
   CPU train with the hand-written step of :mod:`taskspace.engine.mlp_step`);
 - :class:`GroupDRO`: Sagawa et al.'s online group DRO over cross-entropy;
 - :class:`MultiTask`: labels ``[M, N, T]``, one head per task on a shared trunk, per-task
-  cross-entropy or BCE combined by a :class:`TaskWeighting` (:class:`StaticWeights` now;
-  LibMTL's ``backward(losses, shared_params)`` is the model for the rest).
+  cross-entropy or BCE combined by a :class:`TaskWeighting` (:class:`StaticWeights`,
+  :class:`LBTW`; LibMTL's ``backward(losses, shared_params)`` is the model for the rest);
+  :func:`check_task_weights` is the reference's rule for static task weights.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,12 +34,14 @@ from taskspace.errors import TaskspaceError
 __all__ = [
     "CrossEntropy",
     "GroupDRO",
+    "LBTW",
     "MultiTask",
     "Objective",
     "ObjectiveState",
     "SharedParams",
     "StaticWeights",
     "TaskWeighting",
+    "check_task_weights",
 ]
 
 ObjectiveState = dict[str, torch.Tensor]
@@ -240,6 +244,75 @@ class StaticWeights(TaskWeighting):
                 f"StaticWeights has {w.shape[-1]} weights for {losses.shape[1]} tasks"
             )
         return w.expand_as(losses)
+
+
+def check_task_weights(
+    values: torch.Tensor | Sequence[float], num_tasks: int | None = None
+) -> list[float]:
+    """The reference's rule for static task weights (mml-robustness ``task_weights``): one
+    finite, non-negative weight per task, in grouping order, either all 1 or summing to 1.
+
+    The sum is compared with ``math.isclose`` (relative and absolute tolerance 1e-6), not
+    float ``==`` as in the original (so ``[0.1] * 10`` passes). Returns the weights as
+    floats; raises a one-line :class:`TaskspaceError` otherwise. :class:`StaticWeights`
+    itself accepts any weights; the MTL layer applies this rule.
+    """
+    w = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).flatten().tolist()]
+    shown = "[" + ", ".join(f"{v:g}" for v in w) + "]"
+    if num_tasks is not None and len(w) != num_tasks:
+        raise TaskspaceError(f"task_weights {shown} has {len(w)} weights for {num_tasks} tasks")
+    if not w or any(not math.isfinite(v) or v < 0 for v in w):
+        raise TaskspaceError(f"task_weights {shown} must be finite and non-negative")
+    if all(v == 1.0 for v in w) or math.isclose(sum(w), 1.0, rel_tol=1e-6, abs_tol=1e-6):
+        return w
+    raise TaskspaceError(f"task_weights {shown} must be all 1 or sum to 1 (they sum to {sum(w):g})")
+
+
+@dataclass(frozen=True, eq=False)
+class LBTW(TaskWeighting):
+    """Loss-Balanced Task Weighting (Liu, Liang & Gitter, AAAI-19 student abstract).
+
+    Per model and task: on the first batch of each epoch (``batch.epoch_start``) the
+    batch mean losses are stored as ``L0`` (detached, clamped to at least ``min_initial``)
+    and the weights are 1; on every other batch ``w_t = (L_t / L0_t) ** alpha``, with
+    no gradient through ``w``. ``normalize=True`` (the official code,
+    chao1224/Loss-Balanced-Task-Weighting) rescales them to ``w <- T w / sum(w)``, so the
+    step size does not drift; ``normalize=False`` is mml-robustness's unnormalised form.
+    ``alpha = 0`` gives equal weights; a larger ``alpha`` favours the tasks whose loss has
+    fallen least since the epoch began.
+
+    State (one row per model, so M models training together each keep their own, and a
+    checkpoint restores it): ``lbtw_initial [M, T]`` (``L0``); the weights last used are
+    :class:`MultiTask`'s ``task_weights [M, T]``.
+    """
+
+    alpha: float = 0.5
+    normalize: bool = True
+    min_initial: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.alpha) or self.alpha < 0:
+            raise TaskspaceError(f"LBTW alpha must be finite and >= 0, got {self.alpha}")
+        if not self.min_initial > 0:
+            raise TaskspaceError(f"LBTW min_initial must be > 0, got {self.min_initial}")
+
+    def init_state(self, data: FitData, num_tasks: int, device: torch.device) -> ObjectiveState:
+        return {"lbtw_initial": torch.ones(data.num_models, num_tasks, device=device)}
+
+    def weights(self, losses: torch.Tensor, batch: Batch, state: ObjectiveState) -> torch.Tensor:
+        initial = state["lbtw_initial"]
+        rows = torch.tensor(batch.members, device=initial.device)
+        active = batch.active.to(losses.device).bool()[:, None]
+        start = batch.epoch_start.to(losses.device).bool()[:, None]
+        old = initial[rows].to(losses.dtype)
+        l0 = torch.where(start, losses.detach().clamp_min(self.min_initial), old)
+        w = (losses.detach().clamp_min(0) / l0).pow(self.alpha)
+        if self.normalize:
+            total = w.sum(1, keepdim=True)
+            w = torch.where(total > 0, w.shape[1] * w / total.clamp_min(1e-30), 1.0)
+        w = torch.where(start, torch.ones_like(w), w)
+        initial[rows] = torch.where(active, l0, old).to(initial.dtype)
+        return w
 
 
 @dataclass(frozen=True)

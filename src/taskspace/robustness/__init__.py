@@ -16,6 +16,9 @@ A capability library (no run directories, no command line, no plotting):
 - spurious: :func:`fit_attribute_models` (one model per attribute in one ``fit_many``
   call), :func:`delta_matrix` -> :class:`DeltaMatrix` (Agresti-Coull-shrunk deltas with
   named axes, pair list, :func:`delta_histogram`);
+- mtl: :func:`fit_mtl` (several groupings in one network, one head each; static task
+  weights or LBTW; ERM and JTT with the multi-task error-set merge, :func:`jtt_mtl_merge`)
+  -> :class:`MTLResult` (per-task group metrics, per-epoch history, task-weight traces);
 - extract: :func:`cocluster`, :func:`svd_kmeans` (:func:`svd_dimension`),
   :func:`association` and :func:`task_pairings` on the delta matrix.
 """
@@ -65,6 +68,13 @@ from taskspace.robustness.metrics import (
     group_metrics,
     wilson_interval,
 )
+from taskspace.robustness.mtl import (
+    MTLResult,
+    fit_mtl,
+    jtt_mtl_error_sets,
+    jtt_mtl_merge,
+    jtt_mtl_upsample,
+)
 from taskspace.robustness.spurious import (
     EPSILON,
     SPURIOUS_RECIPE,
@@ -90,6 +100,7 @@ __all__ = [
     "DeltaMatrix",
     "GroupMetrics",
     "Grouping",
+    "MTLResult",
     "MethodConfig",
     "MethodParts",
     "Preset",
@@ -107,11 +118,15 @@ __all__ = [
     "final_table",
     "fit_attribute_models",
     "fit_grid",
+    "fit_mtl",
     "fit_robust",
     "group_counts",
     "group_index",
     "group_metrics",
     "jtt_error_sets",
+    "jtt_mtl_error_sets",
+    "jtt_mtl_merge",
+    "jtt_mtl_upsample",
     "jtt_stage1",
     "jtt_upsample",
     "method_config",
