@@ -107,7 +107,7 @@ def test_lbtw_weights_over_a_sequence_of_losses(normalize):
             assert state["lbtw_initial"][m].tolist() == pytest.approx(l0[m], rel=1e-6), (k, m)
         if k in (1, 2) and normalize:
             torch.testing.assert_close(w.sum(1), torch.full((2,), 3.0))
-    # the third batch: model 0's task 0 has halved... its weights differ from 1
+    # the losses of the third batch have moved away from L0: the weights are not all 1
     w = lbtw.weights(torch.tensor(seq[2]), _batch(2, 4, [False, False]), state)
     assert float((w - 1).abs().max()) > 0.1
     # alpha = 0 is equal weighting
