@@ -51,6 +51,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "RobustConfig",
         "group-robust training: ERM, JTT, RWY, RWG, SUBY, SUBG, Group DRO",
     ),
+    "spurious": (
+        "taskspace.commands.spurious",
+        "SpuriousConfig",
+        "spurious-correlation identification: per-attribute models, delta matrix, clusters",
+    ),
     "split": (
         "taskspace.commands.split",
         "SplitConfig",

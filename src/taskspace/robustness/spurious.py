@@ -322,7 +322,34 @@ class DeltaMatrix:
             "cols": list(self.cols),
             "values": [list(self.row(r).values()) for r in self.rows],
             "avg_acc": dict(self.avg_acc),
+            "correct": self.correct.tolist(),
+            "total": self.total.tolist(),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], z: float = Z95) -> DeltaMatrix:
+        """The matrix :meth:`to_json` wrote (the shrunk values recomputed from the
+        counts, so the stored deltas are checked against them)."""
+        try:
+            correct = torch.tensor(data["correct"], dtype=torch.long)
+            total = torch.tensor(data["total"], dtype=torch.long)
+            rows, cols = list(data["rows"]), list(data["cols"])
+            axes = (str(data["axes"][0]), str(data["axes"][1]))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise TaskspaceError(f"not a delta matrix file ({type(err).__name__}: {err})") from None
+        shrunk = shrink_group_accuracy(correct, total, z)
+        values = (shrunk[..., 0] + shrunk[..., 3] - shrunk[..., 1] - shrunk[..., 2]).abs()
+        return cls(
+            values,
+            rows,
+            cols,
+            correct,
+            total,
+            shrunk,
+            dict(data.get("avg_acc", {})),
+            axes,
+            str(data.get("split", "val")),
+        )
 
 
 def delta_matrix(

@@ -1,5 +1,13 @@
 """The built-in report sections; importing this package registers them, in page order."""
 
-from taskspace.report.sections import agreement, discovery, pretrain, robust, splits, sweep
+from taskspace.report.sections import (
+    agreement,
+    discovery,
+    pretrain,
+    robust,
+    splits,
+    spurious,
+    sweep,
+)
 
-__all__ = ["agreement", "discovery", "pretrain", "robust", "splits", "sweep"]
+__all__ = ["agreement", "discovery", "pretrain", "robust", "splits", "spurious", "sweep"]

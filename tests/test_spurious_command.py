@@ -1,0 +1,59 @@
+"""``taskspace spurious`` on CelebA-lite: the stages, their files, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taskspace.cli import main
+from taskspace.io import read_csv
+
+FAST = ["progress=false", "report=false"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("spurious") / "run"
+    assert main(["spurious", "stages=train", *FAST, f"out={out}"]) == 0
+    assert main(["spurious", "stages=matrix,extract", "clusters=6", *FAST, f"out={out}"]) == 0
+    return out
+
+
+def test_stages_write_the_matrix_pairs_and_clusters(run: Path) -> None:
+    pairs = read_csv(run / "pairs.csv")
+    assert {(p["task"], p["attr"]) for p in pairs} == {("Square", "Red"), ("Dot", "Frame")}
+    delta = {r["task"]: r for r in read_csv(run / "delta.csv")}
+    assert float(delta["Square"]["Red"]) > 66 and float(delta["Red"]["Square"]) < 11
+    hist = read_csv(run / "histogram.csv")
+    assert sum(int(h["cells"]) for h in hist) == 8 * 7  # every off-diagonal cell
+    clusters = json.loads((run / "clusters.json").read_text())
+    svd = [set(names) for names in clusters["svd_kmeans"]["clusters"].values()]
+    assert {"Square", "Red"} in svd and {"Dot", "Frame"} in svd
+    for name in ("delta.png", "histogram.png", "delta-cocluster.png", "heatmaps"):
+        assert (run / name).exists()
+    assert json.loads((run / "done.json").read_text())["top_pair"] == "Square:Red"
+
+
+def test_rerun_reuses_the_models(run: Path, capsys) -> None:  # noqa: ANN001
+    before = (run / "models" / "attributes.safetensors").stat().st_mtime_ns
+    assert main(["spurious", "clusters=6", *FAST, f"out={run}"]) == 0
+    assert (run / "models" / "attributes.safetensors").stat().st_mtime_ns == before
+    assert "Square:Red" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["stages=matrix"], "needs the task models of stage train"),
+        (["tasks=Square,Blue"], "has no attribute(s) Blue"),
+        (["stages=train,plot"], "unknown stage(s) plot"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, args, message) -> None:  # noqa: ANN001
+    out = tmp_path / "bad"
+    assert main(["spurious", *args, *FAST, f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (out / "models").exists()
