@@ -190,8 +190,10 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
         "discover",
         "pretrain",
         "report",
+        "robust",
         "split",
         "split-eval",
+        "spurious",
         "demo",
     }
     for command in COMMANDS:
