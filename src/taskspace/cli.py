@@ -36,6 +36,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "DiscoverConfig",
         "task discovery: meta-train a task encoder, write the tasks it finds",
     ),
+    "mtl": (
+        "taskspace.commands.mtl",
+        "MtlConfig",
+        "several groupings in one network (static weights, LBTW) vs one network each",
+    ),
     "pretrain": (
         "taskspace.commands.pretrain",
         "PretrainConfig",

@@ -83,4 +83,9 @@ def render(run: RunView, ctx: PageContext) -> str:
     return "\n".join(str(b) for b in body)
 
 
+def is_mtl(run: RunView) -> bool:
+    return "groupings" in run.config and "arms" in run.config
+
+
 register(SectionType("robust", "Group robustness", is_robust, render))
+register(SectionType("mtl", "Multi-task robustness: STL vs MTL", is_mtl, render))

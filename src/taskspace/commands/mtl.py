@@ -1,0 +1,199 @@
+"""``taskspace mtl``: several groupings in one network vs one network per grouping.
+
+Trains the groupings of ``groupings`` (``Task:Attr`` each, comma-separated in the order of
+the heads) in up to three arms, each a resumable part with all ``seeds`` batched:
+
+- ``stl``: one network per grouping (``fit_robust``, the single-task baseline);
+- ``static``: one multi-task network, shared trunk and one head per task, static task
+  weights (``task_weights``: all 1 by default, or summing to 1);
+- ``lbtw``: the same network with Loss-Balanced Task Weighting (``alpha``, the official
+  renormalised form; ``normalize=false`` is mml-robustness's unnormalised one, and
+  ``force_lbtw=true`` its forced-on setting).
+
+Writes ``summary.csv`` (per arm, task and split: mean and std over seeds of the average and
+worst-group accuracy, every group), ``results.csv``, ``epochs.csv``, ``weights.csv`` (LBTW's
+per-epoch mean task weights), ``worst_group.png`` and the report. ``method=jtt`` uses JTT
+in every arm (the multi-task merge ``mtl_join=xor|inv``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskspace.commands.report import write_run_report
+from taskspace.commands.robust import DIGIT_SETS
+from taskspace.config import option
+from taskspace.data.config import DataConfig, load_data
+from taskspace.engine import check_task_weights
+from taskspace.errors import TaskspaceError
+from taskspace.io import read_csv, write_csv
+from taskspace.report.robust_plots import plot_group_accuracy
+from taskspace.robustness import fit_mtl, fit_robust, parse_grouping
+from taskspace.runs import RunDir
+
+__all__ = ["MtlConfig", "main", "run_mtl"]
+
+ARMS = ("stl", "static", "lbtw")
+
+
+@dataclass
+class MtlConfig:
+    """Options of ``taskspace mtl``."""
+
+    data: DataConfig = option(
+        factory=lambda: DataConfig(name="celeba_lite"),
+        selector="name",
+        help="images with 0/1 attributes",
+    )
+    groupings: str = option(
+        "Square:Red,Large:Red", "Task:Attr groupings, comma-separated (one head each)"
+    )
+    arms: str = option("stl,static,lbtw", "which of stl, static, lbtw to train")
+    method: str = option("erm", "erm or jtt")
+    mtl_join: str = option("xor", "JTT's multi-task merge: xor or inv")
+    task_weights: list[float] | None = option(None, "static weights: all 1 or summing to 1")
+    alpha: float = option(0.5, "LBTW's exponent")
+    normalize: bool = option(True, "LBTW renormalised to sum T (official); false: original")
+    force_lbtw: bool = option(False, "mml-robustness's forced, unnormalised LBTW")
+    task_loss: str = option("bce", "bce (the reference) or ce per task")
+    preset: str | None = option(None, "reference or digits (default: digits on small sets)")
+    select: str = option("average", "average (mean of worst groups), best-worst or last")
+    seeds: list[int] = option(factory=lambda: [0, 1, 2], help="one network per seed")
+    device: str = option("cpu", "cpu or cuda")
+    out: str | None = option(None, "run directory (default runs/mtl-<data>-<hash>)")
+    progress: bool = option(True, "progress bars")
+    report: bool = option(True, "write report.html into the run directory at the end")
+
+
+NON_RESULT_KEYS = {"out", "progress", "device", "report"}
+#: Small synthetic sets train with the CPU preset by default.
+SMALL_SETS = (*DIGIT_SETS, "celeba_lite")
+
+
+def _checked(cfg: MtlConfig) -> tuple[list[str], list[str], str]:
+    arms = [a.strip() for a in cfg.arms.split(",") if a.strip()]
+    bad = [a for a in arms if a not in ARMS]
+    if not arms or bad:
+        raise TaskspaceError(
+            f"unknown arm(s) {', '.join(bad) or '(none)'}; choose from stl, static, lbtw"
+        )
+    groupings = [g.strip() for g in cfg.groupings.split(",") if g.strip()]
+    if not groupings:
+        raise TaskspaceError("give groupings=Task:Attr,Task2:Attr2")
+    if cfg.task_weights is not None:
+        check_task_weights(cfg.task_weights, len(groupings))
+    preset = cfg.preset or ("digits" if cfg.data.name in SMALL_SETS else "reference")
+    return arms, groupings, preset
+
+
+def _arm(cfg: MtlConfig, arm: str, ds: Any, groupings: list[str], preset: str) -> list[dict]:
+    """Final rows (per seed, task and split) of one arm."""
+    kw: dict[str, Any] = dict(
+        preset=preset, seeds=cfg.seeds, device=cfg.device, progress=cfg.progress
+    )
+    if arm == "stl":
+        rows: list[dict] = []
+        for g in groupings:
+            r = fit_robust(ds, g, cfg.method, select="worst", loss=cfg.task_loss, **kw)
+            rows += [{**x, "arm": arm, "task": g} for x in r.rows()]
+        return rows
+    res = fit_mtl(
+        ds,
+        groupings,
+        cfg.method,
+        weighting="lbtw" if arm == "lbtw" else "static",
+        task_weights=cfg.task_weights if arm == "static" else None,
+        alpha=cfg.alpha,
+        normalize=cfg.normalize,
+        force_lbtw=cfg.force_lbtw and arm == "lbtw",
+        task_loss="ce" if cfg.task_loss == "ce" else "bce",
+        mtl_join=cfg.mtl_join,
+        select="best-worst"
+        if cfg.select == "best-worst"
+        else ("last" if cfg.select == "last" else "average"),
+        **kw,
+    )
+    return [{**x, "arm": arm, "task": x["grouping"]} for x in res.rows()]
+
+
+def run_mtl(cfg: MtlConfig) -> Path:
+    """Run (or resume) ``taskspace mtl``; returns the run directory."""
+    arms, groupings, preset = _checked(cfg)
+    rd = RunDir.for_config(cfg, "mtl", NON_RESULT_KEYS, cfg.out, [cfg.data.name])
+    rd.check(cfg)
+    if rd.finished():
+        return rd.path
+    ds = load_data(cfg.data, progress=cfg.progress)
+    if ds.attribute_names is None:
+        raise TaskspaceError(f"dataset {cfg.data.name!r} has no attributes")
+    for g in groupings:
+        parse_grouping(g, ds.attribute_names)  # one line for an unknown attribute
+    rd.start(cfg)
+    for i, arm in enumerate(arms):
+        if not rd.part(i).exists():
+            rows = _arm(cfg, arm, ds, groupings, preset)
+            write_csv(rd.part(i), rows, list(rows[0]))
+    rows = rd.merged_rows(len(arms))
+    write_csv(rd / "results.csv", rows, list(rows[0]))
+    summary = summarize(rows, arms, groupings)
+    write_csv(rd / "summary.csv", summary, list(summary[0]))
+    plot_group_accuracy(
+        [{**r, "method": f"{r['method']}\n{r['task']}"} for r in summary],
+        [f"g{j}" for j in range(4)],
+        rd / "group_accuracy.png",
+    )
+    rd.mark_finished(
+        {
+            f"{r['method']}_{r['task']}_test_worst": float(r["worst_group_acc_mean"])
+            for r in summary
+            if r["split"] == "test"
+        }
+    )
+    return rd.path
+
+
+def summarize(rows: list[dict], arms: list[str], groupings: list[str]) -> list[dict]:
+    """Mean and std over seeds per arm, task and split (``method`` column = the arm)."""
+    out = []
+    for arm in arms:
+        for g in groupings:
+            for split in ("val", "test"):
+                sel = [
+                    r for r in rows if r["arm"] == arm and r["task"] == g and r["split"] == split
+                ]
+                if not sel:
+                    continue
+                row: dict[str, Any] = {"method": arm, "task": g, "split": split, "seeds": len(sel)}
+                for k in (
+                    "avg_acc",
+                    "weighted_avg_acc",
+                    "worst_group_acc",
+                    *(f"g{j}_acc" for j in range(4)),
+                ):
+                    vals = [float(r[k]) for r in sel if r.get(k) not in (None, "")]
+                    mean = sum(vals) / len(vals) if vals else float("nan")
+                    var = sum((v - mean) ** 2 for v in vals) / len(vals) if vals else 0.0
+                    row[f"{k}_mean"], row[f"{k}_std"] = mean, var**0.5
+                for j in range(4):
+                    row[f"g{j}_count"] = sel[0].get(f"g{j}_count", "")
+                out.append(row)
+    return out
+
+
+def main(cfg: MtlConfig) -> int:
+    out = run_mtl(cfg)
+    summary = [r for r in read_csv(out / "summary.csv") if r["split"] == "test"]
+    w = max([24, *(len(r["task"]) + 1 for r in summary)])
+    print("test worst-group accuracy (mean +- std over seeds)")
+    print(f"{'arm':<8} {'task':<{w}} {'worst group':>15} {'average':>15}")
+    for r in summary:
+        print(
+            f"{r['method']:<8} {r['task']:<{w}} "
+            f"{float(r['worst_group_acc_mean']):>7.3f} +- {float(r['worst_group_acc_std']):.3f} "
+            f"{float(r['avg_acc_mean']):>7.3f} +- {float(r['avg_acc_std']):.3f}"
+        )
+    print(f"run directory: {out}")
+    write_run_report(out, cfg.report)
+    return 0
