@@ -20,9 +20,23 @@ A capability library (no run directories, no command line, no plotting):
   weights or LBTW; ERM and JTT with the multi-task error-set merge, :func:`jtt_mtl_merge`)
   -> :class:`MTLResult` (per-task group metrics, per-epoch history, task-weight traces);
 - extract: :func:`cocluster`, :func:`svd_kmeans` (:func:`svd_dimension`),
-  :func:`association` and :func:`task_pairings` on the delta matrix.
+  :func:`association` and :func:`task_pairings` on the delta matrix;
+- discovered: discovered tasks as spurious attributes: :func:`match_attribute` /
+  :func:`best_match` (folded agreement with an attribute), :func:`task_deltas` (the delta
+  of a target model under ``target:task`` for every task), :func:`inferred_groups` and
+  :func:`fit_robust_inferred` (train on ``2 y + a_hat``, evaluate on the true groups),
+  :func:`with_heldout` (the ``heldout`` split discovery reads, as another name of ``val``).
 """
 
+from taskspace.robustness.discovered import (
+    best_match,
+    fit_robust_inferred,
+    inferred_groups,
+    match_attribute,
+    task_deltas,
+    task_row,
+    with_heldout,
+)
 from taskspace.robustness.extract import (
     CoClusters,
     SvdClusters,
@@ -58,6 +72,7 @@ from taskspace.robustness.methods import (
     rebalance_weights,
     require_groups,
     subsample,
+    train_group_ids,
 )
 from taskspace.robustness.metrics import (
     Z95,
@@ -107,6 +122,7 @@ __all__ = [
     "RobustResult",
     "SvdClusters",
     "association",
+    "best_match",
     "class_counts",
     "cocluster",
     "cocluster_input",
@@ -120,15 +136,18 @@ __all__ = [
     "fit_grid",
     "fit_mtl",
     "fit_robust",
+    "fit_robust_inferred",
     "group_counts",
     "group_index",
     "group_metrics",
+    "inferred_groups",
     "jtt_error_sets",
     "jtt_mtl_error_sets",
     "jtt_mtl_merge",
     "jtt_mtl_upsample",
     "jtt_stage1",
     "jtt_upsample",
+    "match_attribute",
     "method_config",
     "method_parts",
     "normalize_rows",
@@ -139,6 +158,10 @@ __all__ = [
     "subsample",
     "svd_dimension",
     "svd_kmeans",
+    "task_deltas",
     "task_pairings",
+    "task_row",
+    "train_group_ids",
     "wilson_interval",
+    "with_heldout",
 ]

@@ -106,6 +106,7 @@ __all__ = [
     "rebalance_weights",
     "require_groups",
     "subsample",
+    "train_group_ids",
 ]
 
 METHODS = ("erm", "jtt", "rwy", "rwg", "suby", "subg", "dro")
@@ -362,6 +363,30 @@ def jtt_error_sets(
     pred = predictions(predict_many(stage1, dataset, train_idx, device=device))  # [M, n]
     wrong = pred != labels.long()[train_idx][None]
     return [train_idx[w].sort().values for w in wrong]
+
+
+def train_group_ids(
+    grouping: Grouping, dataset: ImageDataset, groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The training group ids ``[N]``: the grouping's own, or ``groups`` checked against
+    it (one id per image, integers in ``[0, grouping.num_groups)``, so that the group
+    counts, the balanced sampler and Group DRO's ``q`` keep their size)."""
+    if groups is None:
+        return grouping.groups(dataset)
+    g = torch.as_tensor(groups)
+    if g.dtype.is_floating_point or g.dtype.is_complex:
+        raise TaskspaceError(f"training group ids must be integers, got {g.dtype}")
+    g = g.long()
+    if g.shape != (len(dataset),):
+        raise TaskspaceError(
+            f"training group ids must be [N] = [{len(dataset)}], got {tuple(g.shape)}"
+        )
+    if len(g) and (int(g.min()) < 0 or int(g.max()) >= grouping.num_groups):
+        raise TaskspaceError(
+            f"training group ids must lie in [0, {grouping.num_groups}) (the groups of "
+            f"{grouping}), got [{int(g.min())}, {int(g.max())}]"
+        )
+    return g
 
 
 def require_groups(
@@ -624,15 +649,21 @@ def method_parts(
     *,
     train_split: str = "train",
     error_sets: Sequence[torch.Tensor] | None = None,
+    groups: torch.Tensor | None = None,
 ) -> MethodParts:
     """The engine parts of ``config.method`` for one model per seed (JTT's stage 2 needs
     the stage-1 ``error_sets``, one per seed). Refuses a grouping with an empty training
-    group where the method needs every group (:func:`require_groups`)."""
+    group where the method needs every group (:func:`require_groups`).
+
+    ``groups [N]``: group ids that replace the grouping's own for training (RWG, SUBG,
+    Group DRO), e.g. groups inferred from a discovered task instead of an attribute
+    (:func:`train_group_ids` checks them)."""
     grouping = _as_grouping(grouping, dataset)
     cfg, seeds = config, [int(s) for s in seeds]
     m = len(seeds)
     train_idx = dataset.split(train_split)
-    y, g = grouping.targets(dataset), grouping.groups(dataset)
+    y = grouping.targets(dataset)
+    g = train_group_ids(grouping, dataset, groups)
     require_groups(
         cfg,
         grouping,
@@ -696,6 +727,7 @@ def fit_robust(
     progress: bool = False,
     hooks: Sequence[Hook] = (),
     grid: Sequence[Mapping[str, float]] | None = None,
+    train_groups: torch.Tensor | None = None,
     **overrides: Any,
 ) -> RobustResult:
     """Train ``method`` with one model per seed in one batched ``fit_many`` call.
@@ -724,6 +756,10 @@ def fit_robust(
         grid: learning-rate / weight-decay points (``[{"lr": 1e-3, "weight_decay":
             1e-4}, ...]``): one model per point and seed (point-major), all in the same
             batched call; :meth:`RobustResult.points` splits the result by point.
+        train_groups: group ids ``[N]`` in ``[0, grouping.num_groups)`` that replace the
+            training grouping's own for training only (RWG, SUBG, Group DRO, and the
+            training group counts), e.g. groups inferred from a discovered task; the
+            evaluation and selection still use ``eval_grouping`` (default: ``grouping``).
         overrides: :class:`MethodConfig` fields (``lr=``, ``epochs=``, ``lambda_up=``...).
     """
     grouping = _as_grouping(grouping, dataset)
@@ -757,7 +793,7 @@ def fit_robust(
 
     train_idx = dataset.split(train_split)
     y = grouping.targets(dataset)
-    g = grouping.groups(dataset)
+    g = train_group_ids(grouping, dataset, train_groups)
     counts = group_counts(g[train_idx], grouping.num_groups)
     require_groups(cfg, grouping, counts, group_counts(y[train_idx], 2))
 
@@ -794,7 +830,13 @@ def fit_robust(
             error_sets = error_sets * m
         error_counts = torch.stack([group_counts(g[e], grouping.num_groups) for e in error_sets])
     parts = method_parts(
-        dataset, grouping, cfg, seeds, train_split=train_split, error_sets=error_sets
+        dataset,
+        grouping,
+        cfg,
+        seeds,
+        train_split=train_split,
+        error_sets=error_sets,
+        groups=train_groups,
     )
 
     # evaluation on val/test under the evaluation grouping, selection on val
