@@ -10,9 +10,9 @@ the heads) in up to three arms, each a resumable part with all ``seeds`` batched
   renormalised form; ``normalize=false`` is mml-robustness's unnormalised one, and
   ``force_lbtw=true`` its forced-on setting).
 
-Writes ``summary.csv`` (per arm, task and split: mean and std over seeds of the average and
-worst-group accuracy, every group), ``results.csv``, ``epochs.csv``, ``weights.csv`` (LBTW's
-per-epoch mean task weights), ``worst_group.png`` and the report. ``method=jtt`` uses JTT
+Writes ``summary.csv`` (per arm, task and split: mean and std over seeds of the plain
+and train-weighted average, the worst group and every group), ``results.csv`` (every
+network, task and split), ``group_accuracy.png`` and the report. ``method=jtt`` uses JTT
 in every arm (the multi-task merge ``mtl_join=xor|inv``).
 """
 
@@ -60,6 +60,7 @@ class MtlConfig:
     task_loss: str = option("bce", "bce (the reference) or ce per task")
     preset: str | None = option(None, "reference or digits (default: digits on small sets)")
     select: str = option("average", "average (mean of worst groups), best-worst or last")
+    epochs: float | None = option(None, "epochs (default: the preset's)")
     seeds: list[int] = option(factory=lambda: [0, 1, 2], help="one network per seed")
     device: str = option("cpu", "cpu or cuda")
     out: str | None = option(None, "run directory (default runs/mtl-<data>-<hash>)")
@@ -93,6 +94,8 @@ def _arm(cfg: MtlConfig, arm: str, ds: Any, groupings: list[str], preset: str) -
     kw: dict[str, Any] = dict(
         preset=preset, seeds=cfg.seeds, device=cfg.device, progress=cfg.progress
     )
+    if cfg.epochs is not None:
+        kw["epochs"] = cfg.epochs
     if arm == "stl":
         rows: list[dict] = []
         for g in groupings:

@@ -1,0 +1,53 @@
+"""``taskspace mtl``: STL vs MTL arms on CelebA-lite, files, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskspace.cli import main
+from taskspace.io import read_csv
+
+FAST = ["seeds=[0,1]", "epochs=2", "progress=false"]
+
+
+def test_arms_write_one_summary_row_per_arm_task_and_split(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "m"
+    assert main(["mtl", "arms=stl,static,lbtw", *FAST, f"out={out}"]) == 0
+    summary = read_csv(out / "summary.csv")
+    keys = [(r["method"], r["task"], r["split"]) for r in summary]
+    assert keys == [
+        (a, t, s)
+        for a in ("stl", "static", "lbtw")
+        for t in ("Square:Red", "Large:Red")
+        for s in ("val", "test")
+    ]
+    results = read_csv(out / "results.csv")
+    assert len(results) == 3 * 2 * 2 * 2  # arms x tasks x seeds x splits
+    for r in summary:
+        rows = [
+            x
+            for x in results
+            if (x["arm"], x["task"], x["split"]) == (r["method"], r["task"], r["split"])
+        ]
+        mean = sum(float(x["worst_group_acc"]) for x in rows) / len(rows)
+        assert float(r["worst_group_acc_mean"]) == pytest.approx(mean, abs=1e-6)
+    assert (out / "group_accuracy.png").exists() and (out / "report.html").exists()
+    assert "lbtw     Large:Red" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["task_weights=[0.5,0.7]"], "sum"),
+        (["arms=stl,joint"], "unknown arm(s) joint"),
+        (["groupings=Square:Rde"], "did you mean 'Red'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, args, message) -> None:  # noqa: ANN001
+    out = tmp_path / "bad"
+    assert main(["mtl", *args, *FAST, f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
