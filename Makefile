@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_discovery.py
 	$(PY) benchmarks/bench_gpu.py
 	$(PY) benchmarks/bench_robust_grid.py
+	$(PY) benchmarks/bench_spurious.py
 
 # the README's report screenshots, taken by the browser tests
 screenshots: $(STAMP) browser
