@@ -5,10 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from taskspace.data import ImageDataset, load_dataset
 
 EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201
+    """One intra-op thread for a module of small trainings: on shared, busy cores two
+    spinning OpenMP threads per process made them tens of times slower (0.45 s vs 60 s for
+    one call, measured). Modules opt in with ``pytestmark = usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

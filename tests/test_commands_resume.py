@@ -188,6 +188,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
     assert set(COMMANDS) == {
         "agreement",
         "discover",
+        "mtl",
         "pretrain",
         "report",
         "robust",

@@ -29,16 +29,9 @@ from taskspace.robustness import (
 from taskspace.robustness.methods import method_config
 from taskspace.tasks import TaskSet
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"widths": (8,)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread (shared, busy cores; as test_robustness_methods.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _tasks(*rows: list[int]) -> TaskSet:

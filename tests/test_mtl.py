@@ -31,16 +31,9 @@ from taskspace.errors import TaskspaceError
 from taskspace.robustness import fit_mtl, fit_robust, jtt_mtl_merge, jtt_mtl_upsample
 from taskspace.robustness.mtl import mtl_predictions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"widths": (16,)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread (shared, busy cores; as in test_robustness_methods.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _batch(m: int, b: int, start: list[bool], active: list[bool] | None = None) -> Batch:

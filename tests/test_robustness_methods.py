@@ -33,17 +33,9 @@ from taskspace.robustness import (
     subsample,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"widths": (8,)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on shared, busy cores two spinning OpenMP threads per process
-    made these small trainings tens of times slower (as in test_splits.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Record(Hook):

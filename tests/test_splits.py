@@ -36,20 +36,12 @@ from taskspace.splits import (
 )
 from taskspace.tasks import TaskSet, human_tasks, save_tasks
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
 CELEBA = EXTERNAL / "taskdiscovery" / "assets" / "adversarial_splits" / "celeba"
 SMALL = {"widths": [128, 64]}  # a narrower reference MLP keeps the training tests fast
 FAST10 = get_recipe("fast", epochs=10)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on shared, busy cores two spinning OpenMP threads per process
-    made these small trainings ~100x slower (measured: 0.45 s vs 60 s for the same call)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -49,17 +49,10 @@ from taskspace.robustness import (
     task_pairings,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MLP = {"widths": (32,)}
 SEEDS = (0, 1, 2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the cores are shared and busy (as in the other test files)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _interval(c: float, n: float) -> tuple[float, float]:

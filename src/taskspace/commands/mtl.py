@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from taskspace.commands.report import write_run_report
-from taskspace.commands.robust import DIGIT_SETS
+from taskspace.commands.robust import DIGIT_SETS, RobustModel
 from taskspace.config import option
 from taskspace.data.config import DataConfig, load_data
 from taskspace.engine import check_task_weights
@@ -61,6 +61,7 @@ class MtlConfig:
     preset: str | None = option(None, "reference or digits (default: digits on small sets)")
     select: str = option("average", "average (mean of worst groups), best-worst or last")
     epochs: float | None = option(None, "epochs (default: the preset's)")
+    model: RobustModel = option(factory=RobustModel, help="the network (default: preset's)")
     seeds: list[int] = option(factory=lambda: [0, 1, 2], help="one network per seed")
     device: str = option("cpu", "cpu or cuda")
     out: str | None = option(None, "run directory (default runs/mtl-<data>-<hash>)")
@@ -96,6 +97,7 @@ def _arm(cfg: MtlConfig, arm: str, ds: Any, groupings: list[str], preset: str) -
     )
     if cfg.epochs is not None:
         kw["epochs"] = cfg.epochs
+    kw.update(model=cfg.model.name, model_kwargs=cfg.model.kwargs)
     if arm == "stl":
         rows: list[dict] = []
         for g in groupings:
