@@ -71,7 +71,7 @@ from PIL import Image
 
 from taskspace.data.cache import FileRecord, cached_build, file_progress_bar
 from taskspace.data.dataset import ImageDataset
-from taskspace.data.imagefolder import _is_image, _open_error, _pool, check_root
+from taskspace.data.imagefolder import _is_image, _open_error, check_root, decode_chunks
 from taskspace.data.splits import make_split_orders
 from taskspace.errors import TaskspaceError
 
@@ -605,7 +605,6 @@ def _decode_squares(folder: Path, names: list[str], size: int, progress: bool) -
     n = len(names)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     step = max(128, min(2048, math.ceil(n / 64)))
-    starts = list(range(0, n, step))
     bar = file_progress_bar(n, f"decoding {folder.name or folder}", progress)
 
     def store(start: int, result: tuple[np.ndarray, str | None]) -> None:
@@ -617,29 +616,15 @@ def _decode_squares(folder: Path, names: list[str], size: int, progress: bool) -
             bar.update(len(arr))
 
     try:
-        pool = _pool() if n >= _PARALLEL_MIN_FILES else None
-        done = False
-        if pool is not None:
-            try:
-                with warnings.catch_warnings():
-                    # fork() in a multi-threaded process warns on Python >= 3.12; the workers
-                    # only decode with Pillow (see imagefolder._pool).
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    futures = [
-                        pool.submit(_decode_square_chunk, str(folder), names[s : s + step], size)
-                        for s in starts
-                    ]
-                    for s, fut in zip(starts, futures):
-                        store(s, fut.result())
-                done = True
-            except (OSError, RuntimeError, AssertionError):  # broken pool: decode here
-                if bar is not None:
-                    bar.reset()
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        if not done:
-            for s in starts:
-                store(s, _decode_square_chunk(str(folder), names[s : s + step], size))
+        decode_chunks(
+            n,
+            step,
+            _decode_square_chunk,
+            lambda s: (str(folder), names[s : s + step], size),
+            store,
+            bar,
+            _PARALLEL_MIN_FILES,
+        )
     finally:
         if bar is not None:
             bar.close()

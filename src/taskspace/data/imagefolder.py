@@ -23,6 +23,7 @@ import math
 import multiprocessing as mp
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,40 @@ def _pool() -> ProcessPoolExecutor | None:
         return None
 
 
+def decode_chunks(
+    n: int,
+    step: int,
+    decode: Callable[..., Any],
+    args_of: Callable[[int], tuple],
+    store: Callable[[int, Any], None],
+    bar: Any = None,
+    parallel_min: int = _PARALLEL_MIN_FILES,
+) -> None:
+    """Decode ``n`` files in chunks of ``step``: ``decode(*args_of(start))`` for every
+    chunk start, in forked worker processes when ``n >= parallel_min`` (a module-level
+    ``decode``, picklable), else here; ``store(start, result)`` in chunk order. A pool that
+    breaks (a killed worker) is replaced by decoding here, from the first chunk."""
+    starts = list(range(0, n, step))
+    pool = _pool() if n >= parallel_min else None
+    if pool is not None:
+        try:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns about fork() in a multi-threaded process; the
+                # forked workers only decode with Pillow, so the warning does not apply.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                futures = [pool.submit(decode, *args_of(s)) for s in starts]
+                for s, fut in zip(starts, futures):
+                    store(s, fut.result())
+            return
+        except (OSError, RuntimeError, AssertionError):  # broken pool: decode here
+            if bar is not None:
+                bar.reset()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for s in starts:
+        store(s, decode(*args_of(s)))
+
+
 def decode_tree(listing: TreeListing, progress: bool = True) -> dict[str, Any]:
     """Decode every image of ``listing`` into the cache payload (see :class:`ImageTree`)."""
     root = listing.root
@@ -260,7 +295,6 @@ def decode_tree(listing: TreeListing, progress: bool = True) -> dict[str, Any]:
     images = np.empty((n, size[1], size[0], 3), dtype=np.uint8)
     gray = np.empty(n, dtype=bool)
     step = max(256, min(4096, math.ceil(n / 64)))
-    starts = list(range(0, n, step))
     bar = file_progress_bar(n, f"decoding {root.name or root}", progress)
 
     def store(start: int, result: tuple[np.ndarray, np.ndarray, str | None]) -> None:
@@ -274,29 +308,14 @@ def decode_tree(listing: TreeListing, progress: bool = True) -> dict[str, Any]:
             bar.update(len(arr))
 
     try:
-        pool = _pool() if n >= _PARALLEL_MIN_FILES else None
-        done = False
-        if pool is not None:
-            try:
-                with warnings.catch_warnings():
-                    # Python >= 3.12 warns about fork() in a multi-threaded process; the
-                    # forked workers only decode with Pillow, so the warning does not apply.
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    futures = [
-                        pool.submit(_decode_chunk, str(root), relpaths[s : s + step], size, first)
-                        for s in starts
-                    ]
-                    for s, fut in zip(starts, futures):
-                        store(s, fut.result())
-                done = True
-            except (OSError, RuntimeError, AssertionError):  # broken pool: decode here
-                if bar is not None:
-                    bar.reset()
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        if not done:
-            for s in starts:
-                store(s, _decode_chunk(str(root), relpaths[s : s + step], size, first))
+        decode_chunks(
+            n,
+            step,
+            _decode_chunk,
+            lambda s: (str(root), relpaths[s : s + step], size, first),
+            store,
+            bar,
+        )
     finally:
         if bar is not None:
             bar.close()
