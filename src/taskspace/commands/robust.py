@@ -331,7 +331,7 @@ def merge(rd: RunDir, p: Plan) -> None:
         )
     plot_group_accuracy(summary, p.eval_grouping.group_names(), rd / "group_accuracy.png")
     plot_worst_over_epochs(epochs, rd / "worst_group.png")
-    rd.mark_finished(headline(summary, p.methods))
+    rd.mark_finished({"grouping": str(p.eval_grouping), **headline(summary, p.methods)})
 
 
 def headline(summary: list[dict], methods: list[str]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from taskspace.report.section import SectionType, register
 #: Columns of the final table shown first (the rest follow in the CSV's order).
 HEAD = [
     "method",
+    "task",
     "lr",
     "weight_decay",
     "split",
@@ -26,6 +27,16 @@ def is_robust(run: RunView) -> bool:
     return "grouping" in run.config and "methods" in run.config
 
 
+def _grouping(run: RunView) -> str:
+    """The grouping as run (a default grouping is recorded in ``done.json``)."""
+    return str(
+        run.metrics.get("grouping")
+        or run.option("grouping")
+        or run.option("groupings")
+        or "(the dataset's default)"
+    )
+
+
 def render(run: RunView, ctx: PageContext) -> str:
     body: list[object] = []
     summary = run.csv("summary.csv")
@@ -39,8 +50,8 @@ def render(run: RunView, ctx: PageContext) -> str:
                 summary,
                 first + groups,
                 sortable=True,
-                caption=f"grouping {run.option('grouping') or ''}: accuracy per method "
-                "and split, mean and std over seeds, and group sizes",
+                caption=f"grouping {_grouping(run)}: accuracy per method (or arm) and split, "
+                "mean and std over seeds, and group sizes",
             )
         )
     counts = run.csv("group_counts.csv")
