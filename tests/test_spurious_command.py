@@ -57,3 +57,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, args, message) -> 
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (out / "models").exists()
+
+
+def test_train_stage_fans_out_in_parts_and_gives_the_same_matrix(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "parts"
+    args = ["spurious", "stages=train,matrix", "launch=local", "launch.per_job=3", *FAST]
+    assert main([*args, f"out={out}"]) == 0
+    assert len(list((out / "parts").glob("part-*.json"))) == 3  # 8 attributes in parts of 3
+    assert list((out / "jobs").glob("*_log.out")), "no local job ran"
+    whole = {r["task"]: r for r in read_csv(run / "delta.csv")}
+    split = {r["task"]: r for r in read_csv(out / "delta.csv")}
+    for task, row in whole.items():
+        for attr, value in row.items():
+            if attr != "task":
+                assert float(split[task][attr]) == pytest.approx(float(value), abs=2.0)
+    assert read_csv(out / "pairs.csv")[0]["task"] == "Square"

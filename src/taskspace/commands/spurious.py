@@ -3,9 +3,12 @@
 Three resumable stages (``stages=train,matrix,extract``; each reads what the one before
 wrote, and refuses to run without it):
 
-1. ``train``: one ERM model per task attribute (default: every attribute), all in one
-   batched fit, each kept at its best validation plain average; saved to
-   ``models/attributes.*`` with ``history.csv``.
+1. ``train``: one ERM model per task attribute (default: every attribute), batched, each
+   kept at its best validation plain average; saved to ``models/attributes.*`` with
+   ``history.csv``. ``launch.per_job=N`` splits the attributes into parts of N that train
+   as separate jobs (``launch=local`` processes or a ``launch=slurm`` array), resumed part
+   by part; a model's seed depends on its attribute's position, not on the split, so the
+   parts give the models one fit would.
 2. ``matrix``: every task model evaluated under every ``Task:Attr`` grouping on the
    validation split from the same predictions; Agresti-Coull shrinkage; ``delta = |g0 + g3
    - g1 - g2|``. Writes ``delta.csv`` (rows: tasks, columns: attributes, ``T[task, attr]``),
@@ -48,7 +51,7 @@ from taskspace.robustness import (
     svd_kmeans,
     task_pairings,
 )
-from taskspace.runs import RunDir
+from taskspace.runs import LaunchOptions, RunDir, run_jobs
 
 __all__ = ["SpuriousConfig", "main", "run_spurious"]
 
@@ -95,6 +98,11 @@ class SpuriousConfig:
     gamma: float = option(0.9, "share of squared singular values SVD keeps")
     n_init: int = option(20, "k-means starts of co-clustering and KMeans")
     heatmaps: int = option(5, "per-task heatmaps of the tasks in the top pairs")
+    launch: LaunchOptions = option(
+        factory=LaunchOptions,
+        selector="kind",
+        help="where parts of the attributes train (launch.per_job attributes each)",
+    )
     seed: int = option(0, "seed of the models, co-clustering, KMeans and pairings")
     device: str = option("cpu", "cpu or cuda")
     out: str | None = option(None, "run directory (default runs/spurious-<data>-<hash>)")
@@ -105,6 +113,7 @@ class SpuriousConfig:
 #: Options that do not change the trained models: the matrix and extract stages rerun with
 #: new values on the same models (their files record the values used).
 NON_RESULT_KEYS = {
+    "launch",
     "out",
     "progress",
     "device",
@@ -153,31 +162,20 @@ def run_spurious(cfg: SpuriousConfig) -> Path:
         raise TaskspaceError("stage extract needs the delta matrix; run stages=matrix first")
     ds = load_data(cfg.data, progress=cfg.progress)
     tasks = _tasks(cfg, ds)
-    recipe = Recipe(
-        optimizer="sgd",
-        lr=cfg.recipe.lr,
-        momentum=0.9,
-        weight_decay=cfg.recipe.weight_decay,
-        batch_size=cfg.recipe.batch_size,
-        epochs=cfg.recipe.epochs,
-    )
-    if "train" in stages:
-        if not (rd / MODELS).exists():
-            models = fit_attribute_models(
-                ds,
-                tasks,
-                model=cfg.model.name,
-                model_kwargs=cfg.model.kwargs,
-                recipe=recipe,
-                seed=cfg.seed,
-                device=cfg.device,
-                progress=cfg.progress,
-            )
-            rd.start(cfg)
-            write_csv(rd / "history.csv", models.history, list(models.history[0]))
-            models.save(rd / MODELS)  # the stage's finished marker, written last
-    else:
-        rd.start(cfg)
+    _attribute_check(ds, tasks)
+    rd.start(cfg)
+    if "train" in stages and not (rd / MODELS).exists():
+        per = cfg.launch.per_job or len(tasks)
+        if per < 1:
+            raise TaskspaceError(f"launch.per_job must be >= 1, got {per}")
+        parts = [list(range(i, min(i + per, len(tasks)))) for i in range(0, len(tasks), per)]
+        pending = [i for i in range(len(parts)) if not rd.part(i, "json").exists()]
+        jobs = [(str(rd.path), i, parts[i][0], [tasks[j] for j in parts[i]]) for i in pending]
+        run_jobs(train_part, jobs, cfg.launch, rd / "jobs", progress=cfg.progress)
+        ens = Ensemble.concat([Ensemble.load(rd.part(i, "json")) for i in range(len(parts))])
+        history = [r for i in range(len(parts)) for r in read_csv(rd.part(i, "history.csv"))]
+        write_csv(rd / "history.csv", history, list(history[0]))
+        ens.save(rd / MODELS)  # the stage's finished marker, written last
     if "matrix" in stages:
         models = AttributeModels(tasks, Ensemble.load(rd / MODELS), [], {})
         delta = delta_matrix(models, ds, device=cfg.device)
@@ -187,6 +185,49 @@ def run_spurious(cfg: SpuriousConfig) -> Path:
     if all((rd / f).exists() for f in (MODELS, "delta.json", "clusters.json")):
         rd.mark_finished(headline(rd))
     return rd.path
+
+
+def train_part(run_dir: str, part: int, first: int, tasks: list[str]) -> str:
+    """One job of the train stage: the models of ``tasks`` (positions ``first`` on, so
+    their seeds do not depend on how the attributes were split into parts)."""
+    rd = RunDir(run_dir, NON_RESULT_KEYS)
+    cfg: SpuriousConfig = rd.config(SpuriousConfig)
+    ds = load_data(cfg.data, progress=False)
+    models = fit_attribute_models(
+        ds,
+        tasks,
+        model=cfg.model.name,
+        model_kwargs=cfg.model.kwargs,
+        recipe=_recipe(cfg),
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=cfg.progress,
+        first_index=first,
+    )
+    write_csv(rd.part(part, "history.csv"), models.history, list(models.history[0]))
+    return str(models.save(rd.part(part, "json")))  # the part's marker, written last
+
+
+def _recipe(cfg: SpuriousConfig) -> Recipe:
+    return Recipe(
+        optimizer="sgd",
+        lr=cfg.recipe.lr,
+        momentum=0.9,
+        weight_decay=cfg.recipe.weight_decay,
+        batch_size=cfg.recipe.batch_size,
+        epochs=cfg.recipe.epochs,
+    )
+
+
+def _attribute_check(ds: ImageDataset, tasks: list[str]) -> None:
+    """One line for a task that is not an attribute of the dataset (before any write)."""
+    known = list(ds.attribute_names or [])
+    missing = [t for t in tasks if t not in known]
+    if missing:
+        raise TaskspaceError(
+            f"dataset {ds.name!r} has no attribute(s) {', '.join(missing)}; "
+            f"known: {', '.join(known)}"
+        )
 
 
 def write_matrix(rd: RunDir, delta: DeltaMatrix, cfg: SpuriousConfig) -> None:

@@ -124,14 +124,17 @@ def fit_attribute_models(
     batched: bool | None = None,
     progress: bool = False,
     hooks: Sequence[Hook] = (),
+    first_index: int = 0,
 ) -> AttributeModels:
     """Train one ERM model per task attribute (default: every attribute) in ONE
     ``fit_many`` call and keep each model's parameters with the best validation plain
     average over its epoch ends.
 
     Model ``m`` learns ``tasks[m]`` (2-way cross-entropy); its initialisation and data
-    order come from ``seed`` and ``m``, so the result is fixed by ``seed``. ``hooks`` run
-    after the evaluation hook (logging, checkpoints).
+    order come from ``seed`` and ``first_index + m``, so the result is fixed by ``seed``
+    (a part of the attributes trained apart passes its first position as
+    ``first_index`` and gets the same models). ``hooks`` run after the evaluation hook
+    (logging, checkpoints).
     """
     cols = _attribute_columns(dataset, tasks)
     assert dataset.attributes is not None and dataset.attribute_names is not None
@@ -150,8 +153,8 @@ def fit_attribute_models(
         dataset,
         labels,
         recipe,
-        [derive_seed(seed, _INIT, j) for j in range(m)],
-        order_seeds=[derive_seed(seed, _ORDER, j) for j in range(m)],
+        [derive_seed(seed, _INIT, first_index + j) for j in range(m)],
+        order_seeds=[derive_seed(seed, _ORDER, first_index + j) for j in range(m)],
         train_idx=dataset.split(train_split),
         num_outputs=2,
         device=device,
