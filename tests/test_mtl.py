@@ -28,8 +28,15 @@ from taskspace.engine import (
     predict_many,
 )
 from taskspace.errors import TaskspaceError
-from taskspace.robustness import fit_mtl, fit_robust, jtt_mtl_merge, jtt_mtl_upsample
-from taskspace.robustness.mtl import mtl_predictions
+from taskspace.robustness import (
+    fit_mtl,
+    fit_robust,
+    jtt_mtl_merge,
+    jtt_mtl_upsample,
+    parse_grouping,
+    rebalance_weights,
+)
+from taskspace.robustness.mtl import mtl_instance_weights, mtl_predictions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -287,8 +294,6 @@ GROUPINGS = ["large:blue", "odd:blue"]
 def test_refusals_are_one_line(shared_spurious):
     ds = shared_spurious
     cases = [
-        (dict(method="rwy"), "quadratic program"),
-        (dict(method="suby"), "cvxpy"),
         (dict(method="rwg"), "all-1 weights"),
         (dict(method="subg"), "class weights"),
         (dict(method="dro"), "no multi-task form"),
@@ -408,3 +413,34 @@ def test_force_lbtw_is_the_originals_unnormalised_lbtw(shared_spurious):
         shared_spurious, ["odd:blue"], preset="digits", force_lbtw=True, seeds=[0], epochs=1
     )
     assert float((single.weight_trace[0] - 1).abs().max()) > 0.05  # STL "ERM" is rescaled
+
+
+def test_mtl_instance_weights_balance_every_task():
+    """Every task's weighted positive rate is 1/2, the largest weight is 1; with one task
+    the weights are RWY's ``n / count(y)`` (scaled to max 1)."""
+    y = torch.tensor([[1, 1, 1, 0, 0, 1, 0, 1], [1, 0, 0, 0, 1, 0, 0, 1]])
+    w = mtl_instance_weights(y)
+    assert float(w.max()) == pytest.approx(1.0) and bool((w > 0).all())
+    for t in range(2):
+        assert float((w * y[t]).sum() / w.sum()) == pytest.approx(0.5, abs=1e-6)
+    one = mtl_instance_weights(y[:1])
+    rwy = rebalance_weights(y[0], torch.arange(8))
+    torch.testing.assert_close(one, rwy / rwy.max(), atol=1e-6, rtol=0)
+    with pytest.raises(TaskspaceError, match="one class"):
+        mtl_instance_weights(torch.tensor([[1, 1, 1], [0, 1, 0]]))
+
+
+def test_mtl_rwy_and_suby_train_on_the_balancing_weights(shared_spurious):
+    ds = shared_spurious
+    kw = dict(preset="digits", seeds=[0, 1], epochs=2, select="last")
+    rwy = fit_mtl(ds, GROUPINGS, "rwy", **kw)
+    suby = fit_mtl(ds, GROUPINGS, "suby", **kw)
+    for r in (rwy, suby):
+        assert bool(torch.isfinite(r.worst_group("test")).all())
+    train = ds.split("train")
+    ys = torch.stack([parse_grouping(g, ds.attribute_names).targets(ds) for g in GROUPINGS])
+    w = mtl_instance_weights(ys[:, train])
+    sizes = [len(x) for x in suby.train_lists]
+    expected = float(w.sum())  # SUBY keeps example i with probability w_i / max(w) = w_i
+    assert all(abs(n - expected) < 4 * expected**0.5 for n in sizes)
+    assert sizes[0] != sizes[1]  # each seed draws its own subset

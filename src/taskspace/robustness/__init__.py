@@ -89,6 +89,7 @@ from taskspace.robustness.mtl import (
     jtt_mtl_error_sets,
     jtt_mtl_merge,
     jtt_mtl_upsample,
+    mtl_instance_weights,
 )
 from taskspace.robustness.spurious import (
     EPSILON,
@@ -145,6 +146,7 @@ __all__ = [
     "jtt_mtl_error_sets",
     "jtt_mtl_merge",
     "jtt_mtl_upsample",
+    "mtl_instance_weights",
     "jtt_stage1",
     "jtt_upsample",
     "match_attribute",

@@ -39,9 +39,12 @@ not offered: train each grouping with :func:`~taskspace.robustness.fit_robust`).
   The original's ``"task"`` join (weights from normalised validation losses) reads a key
   that its logger never writes (``loss_{task}`` for ``{task}_loss``), so it never ran; it
   is refused here. Stage 2 trains a freshly initialised network on the upsampled list.
-- ``rwy`` / ``suby``: refused. Their MTL forms need the per-example weights of
-  mml-robustness's quadratic program (``min ||Y w - 1/2|| s.t. sum w = 1, w >= 0``,
-  solved with cvxpy), which taskspace does not implement.
+- ``rwy`` / ``suby``: per-example weights ``w`` with every task's weighted positive rate
+  1/2 (:func:`mtl_instance_weights`; mml-robustness solves ``min ||Y w - 1/2||`` s.t.
+  ``sum w = 1, w >= 0`` with cvxpy, a problem with many exact solutions: here the
+  maximum-entropy one, unique and explicit), divided by ``max(w)``; RWY draws with
+  replacement by ``w`` (N draws an epoch), SUBY keeps example i with probability
+  ``w_i / max(w)`` (seeded per model), as the original.
 - ``rwg`` / ``subg``: refused; with several groupings the original silently falls back to
   all-1 weights (RWG) or class weights (SUBG).
 - ``dro``: refused; Group DRO has no MTL form in the reference.
@@ -56,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from taskspace.data.dataset import ImageDataset
@@ -71,6 +75,7 @@ from taskspace.engine import (
     Sampler,
     StaticWeights,
     TaskWeighting,
+    WeightedWithReplacement,
     check_task_weights,
     fit_many,
     predict_many,
@@ -90,6 +95,7 @@ from taskspace.seeding import derive_seed
 
 __all__ = [
     "MTL_JOINS",
+    "mtl_instance_weights",
     "MTLResult",
     "fit_mtl",
     "jtt_mtl_error_sets",
@@ -99,16 +105,12 @@ __all__ = [
 ]
 
 MTL_JOINS = ("xor", "inv")
+#: Seed stream of MTL SUBY's draws (fixed forever: changing it changes results).
+_SUBSAMPLE_MTL = 53
 
 MTLSelect = Literal["average", "best-worst", "last"]
 
 _REFUSED = {
-    "rwy": "MTL RWY needs the per-example weights of mml-robustness's quadratic program "
-    "(mtl/instance_weighting.py, solved with cvxpy), which taskspace does not implement; "
-    "use fit_robust(method='rwy') per grouping, or method='erm' or 'jtt' here",
-    "suby": "MTL SUBY needs the per-example weights of mml-robustness's quadratic program "
-    "(mtl/instance_weighting.py, solved with cvxpy), which taskspace does not implement; "
-    "use fit_robust(method='suby') per grouping, or method='erm' or 'jtt' here",
     "rwg": "RWG has no multi-task form (the original silently used all-1 weights with "
     "several groupings); use fit_robust(method='rwg') per grouping",
     "subg": "SUBG has no multi-task form (the original silently used class weights with "
@@ -116,6 +118,50 @@ _REFUSED = {
     "dro": "Group DRO has no multi-task form in the reference; use fit_robust(method='dro') "
     "per grouping",
 }
+
+
+# ---------------------------------------------------------------------------------------
+# multi-task instance weights (RWY / SUBY)
+
+
+def mtl_instance_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-example weights ``[n]`` for 0/1 labels ``[T, n]``: every task's weighted positive
+    rate is 1/2, divided by ``max(w)`` (so the largest weight is 1).
+
+    Of the many exact solutions of the original's problem (``Y w = 1/2``, ``sum w = 1``,
+    ``w >= 0``) this is the one of maximum entropy, ``w_i ~ exp(lambda . (y_i - 1/2))``,
+    with ``lambda`` from the convex dual ``min log sum_i exp(lambda . (y_i - 1/2))``. Raises
+    a one-line error when no weights balance every task (a task with one class present).
+    """
+    # scipy is imported on use, like scikit-learn elsewhere: it slows every start-up
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp, softmax
+
+    y = labels.double().numpy() - 0.5  # [T, n]
+    if y.ndim != 2 or y.shape[1] == 0:
+        raise TaskspaceError(f"instance weights need labels [tasks, n], got {tuple(labels.shape)}")
+    if bool(((y > 0).all(1) | (y < 0).all(1)).any()):
+        raise TaskspaceError("no instance weights balance a task with one class in train")
+
+    def dual(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        z = lam @ y
+        return float(logsumexp(z)), y @ softmax(z)
+
+    res = minimize(dual, np.zeros(y.shape[0]), jac=True, method="BFGS", options={"gtol": 1e-10})
+    w = softmax(res.x @ y)
+    if float(np.abs(y @ w).max()) > 1e-4:
+        raise TaskspaceError(
+            "no instance weights give every task a weighted positive rate of 1/2 (the "
+            f"closest leaves {float(np.abs(y @ w).max()):.3g}); train per grouping instead"
+        )
+    return torch.from_numpy(w / w.max())
+
+
+def _keep_with_probability(idx: torch.Tensor, p: torch.Tensor, seed: int) -> torch.Tensor:
+    """MTL SUBY's subset: example i kept with probability ``p_i`` (seeded draw)."""
+    g = torch.Generator().manual_seed(derive_seed(seed, _SUBSAMPLE_MTL))
+    keep = torch.rand(len(idx), generator=g, dtype=torch.float64) < p
+    return idx[keep]
 
 
 # ---------------------------------------------------------------------------------------
@@ -538,6 +584,14 @@ def fit_mtl(
         lists = [jtt_mtl_upsample(train_idx, per, cfg.lambda_up, mtl_join) for per in error_sets]
         sampler, fit_idx = IndexLists(lists), None
         init_seeds = [derive_seed(s, _STAGE2) for s in seeds]  # a fresh model
+    elif cfg.method in ("rwy", "suby"):
+        w = torch.zeros(len(dataset), dtype=torch.float64)
+        w[train_idx] = mtl_instance_weights(ys[:, train_idx])
+        if cfg.method == "rwy":
+            sampler = WeightedWithReplacement(w, num_samples=len(train_idx))
+        else:
+            lists = [_keep_with_probability(train_idx, w[train_idx], s) for s in seeds]
+            sampler, fit_idx = IndexLists(lists), None
 
     props = [g.proportions(dataset, train_split) for g in gs_list]
     counter = _TaskCounter(ys, gids, gs_list, props, task_loss)
