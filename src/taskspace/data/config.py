@@ -18,7 +18,7 @@ class DataConfig:
     name: str = option(
         "digits",
         "digits (built in), cifar10, cifar100, imagefolder, celeba (a CelebA-layout folder), "
-        "coloured_digits or waterdigits (built in, with attributes)",
+        "coloured_digits, waterdigits or celeba_lite (built in, with attributes)",
     )
     root: str | None = option(
         None, "the data folder (all datasets but digits, coloured_digits and waterdigits)"
