@@ -8,6 +8,7 @@ import pytest
 
 from taskspace.cli import main
 from taskspace.io import read_csv
+from test_commands_resume import killed_when, taskspace
 
 FAST = ["seeds=[0,1]", "epochs=2", "progress=false"]
 
@@ -51,3 +52,14 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, args, message) -> 
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    args = ["mtl", "arms=stl,static", "seeds=[0]", "epochs=2", "progress=false", "report=false"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert taskspace(*args, f"out={whole}").returncode == 0
+    killed_when(cut / "parts" / "part-0000.csv", *args, f"out={cut}")
+    assert not (cut / "done.json").exists()
+    rerun = taskspace(*args, f"out={cut}")
+    assert rerun.returncode == 0, rerun.stderr
+    assert (whole / "results.csv").read_text() == (cut / "results.csv").read_text()

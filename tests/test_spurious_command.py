@@ -9,6 +9,7 @@ import pytest
 
 from taskspace.cli import main
 from taskspace.io import read_csv
+from test_commands_resume import killed_when, taskspace
 
 FAST = ["progress=false", "report=false"]
 
@@ -72,3 +73,14 @@ def test_train_stage_fans_out_in_parts_and_gives_the_same_matrix(run: Path, tmp_
             if attr != "task":
                 assert float(split[task][attr]) == pytest.approx(float(value), abs=2.0)
     assert read_csv(out / "pairs.csv")[0]["task"] == "Square"
+
+
+def test_train_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    args = ["spurious", "stages=train,matrix", "launch.per_job=2", "recipe.epochs=2", *FAST]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert taskspace(*args, f"out={whole}").returncode == 0
+    killed_when(cut / "parts" / "part-0000.json", *args, f"out={cut}")
+    assert not (cut / "delta.csv").exists()
+    rerun = taskspace(*args, f"out={cut}")
+    assert rerun.returncode == 0, rerun.stderr
+    assert (whole / "delta.csv").read_text() == (cut / "delta.csv").read_text()
