@@ -37,6 +37,15 @@ def test_stages_write_the_matrix_pairs_and_clusters(run: Path) -> None:
     assert json.loads((run / "done.json").read_text())["top_pair"] == "Square:Red"
 
 
+def test_svd_on_the_rows_of_t_as_the_reference(run: Path) -> None:
+    assert (
+        main(["spurious", "stages=extract", "svd_input=rows", "clusters=6", *FAST, f"out={run}"])
+        == 0
+    )
+    svd = json.loads((run / "clusters.json").read_text())["svd_kmeans"]
+    assert svd["input"] == "rows" and sum(len(v) for v in svd["clusters"].values()) == 8
+
+
 def test_rerun_reuses_the_models(run: Path, capsys) -> None:  # noqa: ANN001
     before = (run / "models" / "attributes.safetensors").stat().st_mtime_ns
     assert main(["spurious", "clusters=6", *FAST, f"out={run}"]) == 0

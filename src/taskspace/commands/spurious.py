@@ -96,6 +96,11 @@ class SpuriousConfig:
     )
     normalize: str = option("zscore", "row normalisation of co-clustering: zscore or softmax")
     gamma: float = option(0.9, "share of squared singular values SVD keeps")
+    svd_input: str = option(
+        "association",
+        "rows of SVD + KMeans: association ((T + T^T)/100 + I, puts planted pairs "
+        "together) or rows (the rows of T, as the reference)",
+    )
     n_init: int = option(20, "k-means starts of co-clustering and KMeans")
     heatmaps: int = option(5, "per-task heatmaps of the tasks in the top pairs")
     launch: LaunchOptions = option(
@@ -124,6 +129,7 @@ NON_RESULT_KEYS = {
     "clusters",
     "normalize",
     "gamma",
+    "svd_input",
     "n_init",
 }
 
@@ -137,6 +143,8 @@ def _stages(cfg: SpuriousConfig) -> list[str]:
         )
     if cfg.normalize not in ("zscore", "softmax"):
         raise TaskspaceError(f"normalize must be zscore or softmax, got {cfg.normalize!r}")
+    if cfg.svd_input not in ("association", "rows"):
+        raise TaskspaceError(f"svd_input must be association or rows, got {cfg.svd_input!r}")
     if not 0 < cfg.gamma < 1:
         raise TaskspaceError(f"gamma must lie in (0, 1), got {cfg.gamma}")
     return stages
@@ -294,16 +302,20 @@ def extract(rd: RunDir, cfg: SpuriousConfig) -> None:
                 col_order=co.column_order,
                 title=f"delta reordered by co-clustering ({k} clusters)",
             )
-    if list(delta.rows) == list(delta.cols):
+    if cfg.svd_input == "rows" or list(delta.rows) == list(delta.cols):
         svd = svd_kmeans(
-            association(delta),
+            delta.values.numpy() if cfg.svd_input == "rows" else association(delta),
             min(k, len(delta.rows)),
             names=delta.rows,
             gamma=cfg.gamma,
             n_init=cfg.n_init,
             seed=cfg.seed,
         )
-        out["svd_kmeans"] = {"d": svd.d, "clusters": {str(c): v for c, v in svd.clusters().items()}}
+        out["svd_kmeans"] = {
+            "input": cfg.svd_input,
+            "d": svd.d,
+            "clusters": {str(c): v for c, v in svd.clusters().items()},
+        }
     pairings: dict[str, Any] = {}
     for kind in ("disjoint", "nondisjoint"):
         try:
