@@ -31,10 +31,25 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "DemoConfig",
         "the main job on digits: AS, task discovery, adversarial splits",
     ),
+    "affinity": (
+        "taskspace.commands.affinity",
+        "AffinityConfig",
+        "which tasks help which: TAG lookahead, gradient cosine (CS) or HOA pair training",
+    ),
     "discover": (
         "taskspace.commands.discover",
         "DiscoverConfig",
         "task discovery: meta-train a task encoder, write the tasks it finds",
+    ),
+    "embed": (
+        "taskspace.commands.embed",
+        "EmbedConfig",
+        "Task2Vec: task embeddings from a probe's Fisher, distances, nearest tasks",
+    ),
+    "group": (
+        "taskspace.commands.group",
+        "GroupConfig",
+        "exact network selection: at most B task groups from an affinity matrix",
     ),
     "mtl": (
         "taskspace.commands.mtl",

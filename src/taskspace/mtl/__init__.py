@@ -1,0 +1,1 @@
+"""Which tasks to train together: task weighting, TAG / CS / HOA affinities, network selection."""
