@@ -8,17 +8,18 @@ from taskspace.tasks.builders import human_tasks, random_tasks
 from taskspace.tasks.files import load_tasks, parse_task_spec
 from taskspace.tasks.taskset import TaskSet
 
-__all__ = ["tasks_from_spec"]
+__all__ = ["attribute_tasks", "tasks_from_spec"]
 
 
 def tasks_from_spec(spec: str, dataset: ImageDataset, *, num_tasks: int, seed: int) -> TaskSet:
     """The task set named by ``spec``, a comma-separated list of ``human``, ``random``,
-    ``original`` and task files ``<path>[:<format>]``.
+    ``original``, ``attributes`` and task files ``<path>[:<format>]``.
 
     ``human``: a seeded sample of ``num_tasks`` balanced class partitions (for 10 classes
     the reference's 126 5-vs-5 tasks); ``random``: ``num_tasks`` seeded random labellings;
-    ``original``: the dataset's own classes. A file's ``format`` says what its rows mean
-    (:data:`taskspace.tasks.TASK_FORMATS`): ``labels`` (one per image, dataset order),
+    ``original``: the dataset's own classes; ``attributes``: one task per 0/1 attribute of
+    an attribute dataset (kind ``attribute``, named after the attribute). A file's
+    ``format`` says what its rows mean (:data:`taskspace.tasks.TASK_FORMATS`): ``labels`` (one per image, dataset order),
     ``torchvision_train`` (the reference's ``ssl_tasks.csv`` / ``discovered.csv``: one per
     official CIFAR training image in torchvision order; their test images are unlabelled,
     so only ``heldout`` AS is scored) or ``class_subsets`` (row j = positive class ids of
@@ -39,6 +40,8 @@ def tasks_from_spec(spec: str, dataset: ImageDataset, *, num_tasks: int, seed: i
             )
         elif item == "original":
             parts.append(TaskSet(dataset.classes[None].clone(), ["original"], ["original"], {}))
+        elif item == "attributes":
+            parts.append(attribute_tasks(dataset))
         elif item == "random":
             parts.append(random_tasks(len(dataset), num_tasks, seed=seed))
         else:
@@ -47,3 +50,14 @@ def tasks_from_spec(spec: str, dataset: ImageDataset, *, num_tasks: int, seed: i
     if not parts:
         raise TaskspaceError("tasks is empty; use tasks=human,random or a task file path")
     return TaskSet.concat(*parts)
+
+
+def attribute_tasks(dataset: ImageDataset) -> TaskSet:
+    """One task per attribute of ``dataset`` (labels = the 0/1 attribute column)."""
+    if dataset.attributes is None or not dataset.attribute_names:
+        raise TaskspaceError(
+            f"tasks=attributes needs a dataset with attributes (celeba, celeba_lite, "
+            f"coloured_digits, waterdigits); {dataset.name!r} has none"
+        )
+    names = list(dataset.attribute_names)
+    return TaskSet(dataset.attributes.T.long().clone(), names, ["attribute"] * len(names), {})
