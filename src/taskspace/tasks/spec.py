@@ -19,12 +19,13 @@ def tasks_from_spec(spec: str, dataset: ImageDataset, *, num_tasks: int, seed: i
     the reference's 126 5-vs-5 tasks); ``random``: ``num_tasks`` seeded random labellings;
     ``original``: the dataset's own classes; ``attributes``: one task per 0/1 attribute of
     an attribute dataset (kind ``attribute``, named after the attribute). A file's
-    ``format`` says what its rows mean (:data:`taskspace.tasks.TASK_FORMATS`): ``labels`` (one per image, dataset order),
-    ``torchvision_train`` (the reference's ``ssl_tasks.csv`` / ``discovered.csv``: one per
-    official CIFAR training image in torchvision order; their test images are unlabelled,
-    so only ``heldout`` AS is scored) or ``class_subsets`` (row j = positive class ids of
-    task j, e.g. ``tiny_imagenet_binary_tasks.npy:class_subsets``). Without it the shape
-    decides, and a shape that fits two readings is refused.
+    ``format`` says what its rows mean (:data:`taskspace.tasks.TASK_FORMATS`): ``labels``
+    (one per image, dataset order), ``torchvision_train`` (the reference's
+    ``ssl_tasks.csv`` / ``discovered.csv``: one per official CIFAR training image in
+    torchvision order; their test images are unlabelled, so only ``heldout`` AS is scored)
+    or ``class_subsets`` (row j = positive class ids of task j, e.g.
+    ``tiny_imagenet_binary_tasks.npy:class_subsets``). Without it the shape decides, and a
+    shape that fits two readings is refused.
     """
     parts: list[TaskSet] = []
     for item in [t.strip() for t in spec.split(",") if t.strip()]:
