@@ -25,7 +25,11 @@ are deterministic. A task is then served by the best chosen network that holds i
 first in the returned order on a tie), and networks that serve no task are dropped.
 ``tie_break="dfs_first"`` instead runs the original's depth-first enumeration and returns
 its first optimum found (strict improvements only), redundant networks included, in the
-order it found them (section 6.4); it is practical only for small ``n`` and ``B``.
+order it found them (section 6.4); it is practical only for small ``n`` and ``B``. Its
+ties are ulp-level: the original averages the served scores over a Python set of names,
+whose order changes with the hash seed; here they are averaged in the order the tasks are
+first met (chosen networks in order, members in task order), which reproduces both
+examples of section 6.4 on the full-precision Taskonomy tables.
 """
 
 from __future__ import annotations
@@ -382,35 +386,33 @@ def _solve_milp(s: np.ndarray, kind: str, budget: int, n: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- enumeration
-def _candidates(
-    a: np.ndarray, kind: str, names: tuple[str, ...]
-) -> list[tuple[str, dict[int, float]]]:
+def _candidates(a: np.ndarray, kind: str) -> list[tuple[int, dict[int, float]]]:
     """The original's candidate list, in its order: depth-first over the tasks, a
     multi-task subset when it is created, a singleton after its subtree; scores summed over
-    partners in path order, then divided by ``|G| - 1``."""
-    n = len(names)
-    out: list[tuple[str, dict[str, float]]] = []
+    partners in path order, then divided by ``|G| - 1``. Entries: (bit mask, task ->
+    score)."""
+    n = a.shape[0]
+    out: list[tuple[int, dict[int, float]]] = []
 
-    def grow(index: int, path: list[int], sums: dict[int, float]) -> None:
+    def grow(index: int, mask: int, sums: dict[int, float]) -> None:
         for i in range(index, n):
             new = dict(sums)
             new[i] = 0.0
-            if path:
+            if mask:
                 for p in sums:
-                    new[p] += a[p, i]
-                    new[i] += a[i, p]
-                out.append(("|".join(names[j] for j in [*path, i]), new))
-            grow(i + 1, [*path, i], new)
-            if not path:
+                    new[p] += float(a[p, i])
+                    new[i] += float(a[i, p])
+                out.append((mask | 1 << i, new))
+            grow(i + 1, mask | 1 << i, new)
+            if not mask:
                 single = a[i, i] if kind == "hoa" else SINGLETON_AFFINITY
-                out.append((names[i], {i: float(single)}))
+                out.append((1 << i, {i: float(single)}))
 
-    grow(0, [], {})
+    grow(0, 0, {})
     result = []
-    for key, sums in out:
-        size = key.count("|") + 1
-        scores = {t: (v / (size - 1) if size > 1 else v) for t, v in sums.items()}
-        result.append((key, scores))
+    for mask, sums in out:
+        size = bin(mask).count("1")
+        result.append((mask, {t: v / (size - 1) if size > 1 else v for t, v in sums.items()}))
     return result
 
 
@@ -418,7 +420,7 @@ class _Enumeration:
     """The original select_groups: every set of at most B candidates, depth-first, the
     first best kept (strict improvements); stops after ``limit`` sets when given."""
 
-    def __init__(self, cands: list[tuple[str, dict[int, float]]], n: int, kind: str) -> None:
+    def __init__(self, cands: list[tuple[int, dict[int, float]]], n: int, kind: str) -> None:
         self.cands = cands
         self.n = n
         self.hoa = kind == "hoa"
@@ -437,17 +439,20 @@ class _Enumeration:
             self.visited += 1
             if self.limit is not None and self.visited > self.limit:
                 raise StopIteration
-            covered: set[int] = set()
+            covered: dict[int, None] = {}
             for c in chosen:
-                covered.update(self.cands[c][1])
+                covered.update(dict.fromkeys(self.cands[c][1]))
             if len(covered) == self.n:
-                # the original's start values; its mean runs over a set of names (an
-                # order that varies between processes), here over the task order
-                best = [1e6 if self.hoa else -1e6] * self.n
+                # the original's start values; its mean runs over a set of names, whose
+                # order varies with the hash seed: here the order tasks are first met in
+                # (chosen networks in order, members in task order), which reproduces
+                # section 6.4's ulp-level ties on the full-precision tables
+                init = 1e6 if self.hoa else -1e6
+                best = dict.fromkeys(covered, init)
                 for c in chosen:
                     for t, v in self.cands[c][1].items():
                         best[t] = min(best[t], v) if self.hoa else max(best[t], v)
-                val = float(np.mean(best))
+                val = float(np.mean(list(best.values())))
                 if (val < self.best_val) if self.hoa else (val > self.best_val):
                     self.best_val = val
                     self.best = list(chosen)
@@ -479,10 +484,9 @@ def select_groups_enumerate(
             f"the original enumeration visits {count:,} sets for n = {n}, B = {b} (limit "
             f"{max_sets:,}); use tie_break=prune (the exact solver)"
         )
-    cands = _candidates(a, k, tasks)
+    cands = _candidates(a, k)
     run = _Enumeration(cands, n, k).run(b)
-    index = {name: i for i, name in enumerate(tasks)}
-    masks = [sum(1 << index[t] for t in cands[c][0].split("|")) for c in run.best]
+    masks = [cands[c][0] for c in run.best]
     s = group_scores(a, k)
     return _selection(a, s, masks, tasks, k, b, prune)
 
@@ -493,10 +497,9 @@ def time_enumeration(
     """Run the original enumeration for at most ``max_sets`` sets; returns (sets visited,
     seconds): its per-set cost, for projecting runs too long to make."""
     a, k = _matrix(A), _kind(kind)
-    tasks = _names(None, a.shape[0])
-    cands = _candidates(a, k, tasks)
+    cands = _candidates(a, k)
     start = time.perf_counter()
-    run = _Enumeration(cands, len(tasks), k).run(_budget(budget), max_sets)
+    run = _Enumeration(cands, a.shape[0], k).run(_budget(budget), max_sets)
     return min(run.visited, max_sets or run.visited), time.perf_counter() - start
 
 
