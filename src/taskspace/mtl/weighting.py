@@ -147,13 +147,13 @@ class _Learned(TaskWeighting):
         recipe = getattr(shared, "recipe", None)
         opt = self.optimizer or (recipe.optimizer if recipe is not None else "sgd")
         if self.lr is not None:
-            lr = torch.full((rows_m,), float(self.lr), device=device)
+            lr = torch.full((rows_m,), float(self.lr), device=device, dtype=torch.float64)
         elif getattr(shared, "lrs", None) is not None:
-            lr = shared.lrs.to(device, torch.float32).reshape(rows_m)  # type: ignore[union-attr]
+            lr = shared.lrs.to(device, torch.float64).reshape(rows_m)  # type: ignore[union-attr]
         elif recipe is not None:
-            lr = torch.full((rows_m,), float(recipe.lr), device=device)
+            lr = torch.full((rows_m,), float(recipe.lr), device=device, dtype=torch.float64)
         else:
-            lr = torch.full((rows_m,), _TAG_LR, device=device)
+            lr = torch.full((rows_m,), _TAG_LR, device=device, dtype=torch.float64)
         mom = self.momentum
         if mom is None:
             mom = float(recipe.momentum) if recipe is not None else _TAG_MOMENTUM
