@@ -218,9 +218,9 @@ def fit_many(
     _check_matrix("masks", masks, m_total, n)
     groups = _check_groups(groups, m_total, n)
     labels = labels.long()
-    if labels.min() < 0:
-        raise TaskspaceError("labels must be non-negative class ids")
     objective = objective or (CrossEntropy() if labels.dim() == 2 else MultiTask())
+    if labels.min() < 0 and not objective.missing_labels:
+        raise TaskspaceError("labels must be non-negative class ids")
     objective.check(labels, groups)
     num_outputs = int(num_outputs or objective.num_outputs(labels))
     lrs_t = _per_model("lrs", lrs, m_total, recipe.lr, positive=True)

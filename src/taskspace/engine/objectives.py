@@ -15,26 +15,30 @@ gradient); objectives that need more (per-task gradients of the shared trunk) ov
 - :class:`MultiTask`: labels ``[M, N, T]``, one head per task on a shared trunk, per-task
   cross-entropy or BCE combined by a :class:`TaskWeighting` (:class:`StaticWeights`,
   :class:`LBTW`; LibMTL's ``backward(losses, shared_params)`` is the model for the rest);
-  :func:`check_task_weights` is the reference's rule for static task weights.
+  :func:`check_task_weights` is the reference's rule for static task weights. A label
+  :data:`MISSING` (-1) means "no label for this task on this example": that task's batch
+  loss is the mean over its labelled examples only (0 when the batch has none).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from taskspace.engine.batches import Batch, FitData
+from taskspace.engine.recipe import Recipe
 from taskspace.errors import TaskspaceError
 
 __all__ = [
     "CrossEntropy",
     "GroupDRO",
     "LBTW",
+    "MISSING",
     "MultiTask",
     "Objective",
     "ObjectiveState",
@@ -47,18 +51,47 @@ __all__ = [
 ObjectiveState = dict[str, torch.Tensor]
 """Per-model objective state: every tensor has one row per model of the fit."""
 
+MISSING = -1
+"""A :class:`MultiTask` label meaning "this example has no label for this task"."""
+
+Forward = Callable[[list[torch.Tensor], bool], torch.Tensor]
+"""``forward(replacement, mutate_buffers) -> logits [M, B, outputs]`` of the current batch
+with the shared tensors replaced (see :attr:`SharedParams.forward`)."""
+
 
 @dataclass
 class SharedParams:
     """The trunk's parameters (every parameter outside the head) and their ``names``, as
     the leaves the optimiser steps: stacked ``[M, ...]`` on the batched path
-    (``stacked``), one model's own tensors on the per-model loop. :meth:`task_grads` and
-    :meth:`set_grads` speak ``[M, ...]`` on both paths, so a gradient-based weighting is
-    written once (and may pick a subset by name, e.g. GradNorm's last shared layer)."""
+    (``stacked``), one model's own tensors on the per-model loop. :meth:`task_grads`,
+    :meth:`set_grads`, :meth:`values` and :meth:`evaluate` speak ``[M, ...]`` on both
+    paths (M = 1 on the loop), so a gradient-based weighting is written once (and may pick
+    a subset by name, e.g. GradNorm's last shared layer).
+
+    What a lookahead method (TAG) needs about the step being taken; the trainers fill it
+    in before every call of :meth:`Objective.backward` (``None`` elsewhere):
+
+    - ``forward``: logits ``[M, B, outputs]`` of the current batch with the shared tensors
+      replaced and the heads as they are (no gradient; BatchNorm with the batch's
+      statistics; running buffers untouched unless ``mutate_buffers``, which updates them
+      as one more train-mode forward would: Taskonomy's lookahead);
+    - ``loss_of``: per-task losses ``[M, T]`` of such logits (set by :class:`MultiTask`);
+    - ``lrs [M]``: each model's learning rate at this step; ``weight_decays [M]``;
+      ``recipe``: the optimiser's settings;
+    - ``momentum_buffers``: the SGD momentum buffers ``[M, ...]`` of the shared tensors
+      (before this step's update; zero rows for models that have not stepped yet), or
+      ``None`` per tensor when the optimiser has none yet.
+    """
 
     tensors: list[torch.Tensor]
     stacked: bool
     names: list[str] = field(default_factory=list)
+    forward: Forward | None = None
+    loss_of: Callable[[torch.Tensor], torch.Tensor] | None = None
+    lrs: torch.Tensor | None = None
+    weight_decays: torch.Tensor | None = None
+    recipe: Recipe | None = None
+    momentum_buffers: Callable[[], list[torch.Tensor | None]] | None = None
 
     def task_grads(self, losses: torch.Tensor) -> list[list[torch.Tensor]]:
         """``grads[t][p]``: gradient ``[M, ...]`` of each model's task-``t`` loss
@@ -77,13 +110,34 @@ class SharedParams:
         for p, g in zip(self.tensors, grads):
             p.grad = g if self.stacked else g.squeeze(0)
 
+    def values(self) -> list[torch.Tensor]:
+        """The shared tensors' current values, detached, ``[M, ...]`` each."""
+        return [p.detach() if self.stacked else p.detach().unsqueeze(0) for p in self.tensors]
+
+    @torch.no_grad()
+    def evaluate(
+        self, replacement: Sequence[torch.Tensor], mutate_buffers: bool = False
+    ) -> torch.Tensor:
+        """Per-task losses ``[M, T]`` of the current batch with the shared tensors replaced
+        by ``replacement`` (``[M, ...]`` each, in :attr:`names` order), the heads fixed."""
+        if self.forward is None or self.loss_of is None:
+            raise TaskspaceError(
+                "this weighting re-evaluates the batch with changed shared parameters; it "
+                "needs the MultiTask objective trained by fit_many"
+            )
+        return self.loss_of(self.forward(list(replacement), mutate_buffers))
+
 
 def _active(batch: Batch, like: torch.Tensor) -> torch.Tensor:
     return batch.active.to(like.device, like.dtype)
 
 
 class Objective:
-    """Base class. Subclasses implement :meth:`loss`; stateful ones :meth:`init_state`."""
+    """Base class. Subclasses implement :meth:`loss`; stateful ones :meth:`init_state`.
+    ``missing_labels``: whether labels :data:`MISSING` (-1) are accepted (``fit_many``
+    refuses negative labels otherwise)."""
+
+    missing_labels: ClassVar[bool] = False
 
     def check(self, labels: torch.Tensor, groups: torch.Tensor | None) -> None:
         """Raise :class:`TaskspaceError` if the fit's labels or groups do not suit."""
@@ -322,9 +376,13 @@ class MultiTask(Objective):
     The model's outputs are T consecutive blocks, one per task: C logits each for
     ``task_loss="ce"`` (C = ``num_classes``, default the largest label + 1; outputs
     T x C) or one logit for ``"bce"`` (labels 0/1; outputs T). Task t's loss is the batch
-    mean of ``w * loss_t``; ``weighting`` combines them (default: all weights 1, the
+    mean of ``w * loss_t`` over the examples labelled for task t: a label :data:`MISSING`
+    (-1) leaves the example out of that task's mean (and its loss is 0 when no example of
+    the batch is labelled). ``weighting`` combines them (default: all weights 1, the
     sum). The last weights used are kept in the state as ``task_weights [M, T]``.
     """
+
+    missing_labels: ClassVar[bool] = True
 
     task_loss: Literal["ce", "bce"] = "ce"
     weighting: TaskWeighting = field(default_factory=StaticWeights)
@@ -338,6 +396,11 @@ class MultiTask(Objective):
             )
         if self.task_loss not in ("ce", "bce"):
             raise TaskspaceError(f"task_loss must be 'ce' or 'bce', got {self.task_loss!r}")
+        if labels.numel() and int(labels.min()) < MISSING:
+            raise TaskspaceError(
+                f"labels must be class ids >= 0, or {MISSING} for a missing label; got "
+                f"{int(labels.min())}"
+            )
         if self.task_loss == "bce" and int(labels.max()) > 1:
             raise TaskspaceError("task_loss='bce' needs 0/1 labels")
 
@@ -356,16 +419,23 @@ class MultiTask(Objective):
         return state
 
     def task_losses(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Per-model, per-task batch mean losses ``[M, T]``."""
+        """Per-model, per-task batch mean losses ``[M, T]`` over the labelled examples."""
         y = batch.y if batch.y.dim() == 3 else batch.y.unsqueeze(-1)
         m, b, t = y.shape
+        labelled = y != MISSING
+        missing = not bool(labelled.all())
+        if missing:
+            y = y.clamp_min(0)
         if self.task_loss == "ce":
             per = _cross_entropy(logits.reshape(m, b, t, -1), y)
         else:
             per = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
         if batch.w is not None:
             per = per * batch.w.unsqueeze(-1)
-        return per.mean(dim=1)
+        if not missing:
+            return per.mean(dim=1)
+        per = torch.where(labelled, per, torch.zeros_like(per))
+        return per.sum(dim=1) / labelled.sum(dim=1).clamp_min(1).to(per.dtype)
 
     def _keep_weights(self, w: torch.Tensor, batch: Batch, state: ObjectiveState) -> None:
         rows = torch.tensor(batch.members, device=state["task_weights"].device)
@@ -382,6 +452,7 @@ class MultiTask(Objective):
         self, logits: torch.Tensor, batch: Batch, state: ObjectiveState, shared: SharedParams
     ) -> torch.Tensor:
         losses = self.task_losses(logits, batch)
+        shared.loss_of = lambda out: self.task_losses(out.float(), batch)
         w = self.weighting.backward(losses, shared, batch, state)
         self._keep_weights(w, batch, state)
         return (losses.detach() * w).sum(1)

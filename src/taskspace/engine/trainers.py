@@ -8,12 +8,17 @@
   reference path, and the fallback for modules that cannot be vmapped.
 
 Both take a :class:`~taskspace.engine.batches.Batch` per step and expose their complete
-state (parameters, buffers, optimiser state) for checkpoints.
+state (parameters, buffers, optimiser state) for checkpoints. Before each
+:meth:`~taskspace.engine.objectives.Objective.backward` both fill in the step's view of
+the :class:`~taskspace.engine.objectives.SharedParams` (a forward pass of the same batch
+with replaced shared tensors, the learning rates, weight decays and momentum buffers), which
+a lookahead method such as TAG's reads.
 """
 
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Any
 
 import torch
@@ -70,6 +75,12 @@ class ChunkTrainer:
         lrs = schedule_lr(self.recipe, step, self.totals)
         return lrs if self.lr_mult is None else lrs * self.lr_mult
 
+    def weight_decays(self) -> torch.Tensor:
+        """``[M]`` weight decays (float64): each model's, or the recipe's."""
+        if self.wds is not None:
+            return torch.as_tensor(self.wds, dtype=torch.float64)
+        return torch.full(self.totals.shape, float(self.recipe.weight_decay), dtype=torch.float64)
+
     def step(self, batch: Batch) -> torch.Tensor | None:
         """One optimiser step of the active members; the per-model losses when computed."""
         raise NotImplementedError
@@ -115,6 +126,9 @@ class BatchedTrainer(ChunkTrainer):
         self.opt = StackedOptimizer(list(self.params.values()), recipe, weight_decays)
         names = [k for k in self.params if is_shared(k)]
         self.shared = SharedParams([self.params[k] for k in names], True, names)
+        self.shared.recipe = recipe
+        self.shared.momentum_buffers = self._momentum_buffers
+        self._shared_pos = [list(self.params).index(k) for k in names]
         # plain MLPs on a CPU: the same arithmetic with fewer elementwise passes; on CUDA
         # the vmap step with autocast is kept
         use = mlp_step and device.type == "cpu" and type(objective) is CrossEntropy
@@ -137,6 +151,7 @@ class BatchedTrainer(ChunkTrainer):
             losses = self._vmap_grads(batch)
         self.opt.step(self.lrs_at(batch.step), batch.active)
         self.opt.zero_grad()
+        self.shared.forward = None  # the step's batch is not kept alive
         return losses
 
     def _fwd(self, p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
@@ -155,12 +170,47 @@ class BatchedTrainer(ChunkTrainer):
             logits = torch.vmap(self._fwd, in_dims=in_dims, randomness="different")(
                 self.params, self.buffers, x
             )
+        self.shared.lrs = self.lrs_at(batch.step).to(self.device, torch.float32)
+        self.shared.weight_decays = self.weight_decays().to(self.device, torch.float32)
+        self.shared.forward = partial(self._replaced_forward, x, in_dims)
         losses = self.objective.backward(logits.float(), batch, self.state, self.shared)
         if old_buffers is not None:
             act = active.to(self.device)
             for k, v in self.buffers.items():
                 v.copy_(torch.where(act.view(-1, *[1] * (v.dim() - 1)), v, old_buffers[k]))
         return losses
+
+    @torch.no_grad()
+    def _replaced_forward(
+        self,
+        x: torch.Tensor,
+        in_dims: tuple[int | None, ...],
+        replacement: list[torch.Tensor],
+        mutate_buffers: bool,
+    ) -> torch.Tensor:
+        """Logits of ``x`` with the shared tensors replaced (``[M, ...]`` each) and the
+        heads as they are; the running buffers are updated only if ``mutate_buffers``."""
+        params = {k: v.detach() for k, v in self.params.items()}
+        params.update(zip(self.shared.names, replacement))
+        buffers = (
+            self.buffers if mutate_buffers else {k: v.clone() for k, v in self.buffers.items()}
+        )
+        with autocast(self.recipe, self.device):
+            out = torch.vmap(self._fwd, in_dims=in_dims, randomness="different")(params, buffers, x)
+        return out.float()
+
+    def _momentum_buffers(self) -> list[torch.Tensor | None]:
+        """The shared tensors' SGD momentum buffers ``[M, ...]`` (zero rows for models
+        that have not stepped), or ``None`` before the first step."""
+        out: list[torch.Tensor | None] = []
+        for i in self._shared_pos:
+            st = self.opt.state[i]
+            buf = st.get("buf")
+            if buf is not None and "seen" in st:
+                seen = st["seen"].to(buf.device).view(-1, *[1] * (buf.dim() - 1))
+                buf = torch.where(seen, buf, torch.zeros_like(buf))
+            out.append(buf)
+        return out
 
     def current(self) -> Stacked:
         return self.params, self.buffers
@@ -195,12 +245,48 @@ class LoopTrainer(ChunkTrainer):
         self.models = models
         wds = [recipe.weight_decay] * len(models) if weight_decays is None else weight_decays
         self.opts = [self._optimizer(mod, recipe, float(wd)) for mod, wd in zip(models, wds)]
-        self.shared = [self._shared(mod) for mod in models]
+        self.shared = [self._shared(mod, opt) for mod, opt in zip(models, self.opts)]
+        for sp, wd in zip(self.shared, wds):
+            sp.recipe = recipe
+            sp.weight_decays = torch.tensor([float(wd)], device=device)
 
     @staticmethod
-    def _shared(mod: nn.Module) -> SharedParams:
+    def _shared(mod: nn.Module, opt: torch.optim.Optimizer) -> SharedParams:
         named = [(k, p) for k, p in mod.named_parameters() if is_shared(k)]
-        return SharedParams([p for _, p in named], False, [k for k, _ in named])
+        sp = SharedParams([p for _, p in named], False, [k for k, _ in named])
+        sp.momentum_buffers = partial(LoopTrainer._momentum_buffers, opt, sp.tensors)
+        return sp
+
+    @staticmethod
+    def _momentum_buffers(
+        opt: torch.optim.Optimizer, tensors: list[torch.Tensor]
+    ) -> list[torch.Tensor | None]:
+        """``torch.optim.SGD``'s momentum buffers of ``tensors``, ``[1, ...]`` each."""
+        out: list[torch.Tensor | None] = []
+        for p in tensors:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            out.append(None if buf is None else buf.unsqueeze(0))
+        return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _replaced_forward(
+        mod: nn.Module,
+        x: torch.Tensor,
+        recipe: Recipe,
+        device: torch.device,
+        names: list[str],
+        replacement: list[torch.Tensor],
+        mutate_buffers: bool,
+    ) -> torch.Tensor:
+        """``[1, B, outputs]`` logits of one model with its shared tensors replaced
+        (``[1, ...]`` each); its running buffers change only if ``mutate_buffers``."""
+        tensors: dict[str, torch.Tensor] = {k: r.squeeze(0) for k, r in zip(names, replacement)}
+        if not mutate_buffers:
+            tensors.update({k: b.clone() for k, b in mod.named_buffers()})
+        with autocast(recipe, device):
+            out = functional_call(mod, tensors, (x,))
+        return out.float()[None]
 
     @staticmethod
     def _optimizer(mod: nn.Module, r: Recipe, weight_decay: float) -> torch.optim.Optimizer:
@@ -231,7 +317,13 @@ class LoopTrainer(ChunkTrainer):
             with autocast(self.recipe, self.device):
                 logits = mod(xj)
             opt.zero_grad()
-            loss = self.objective.backward(logits.float()[None], one, self.state, self.shared[j])
+            sp = self.shared[j]
+            sp.lrs = lrs[j : j + 1].to(self.device, torch.float32)
+            sp.forward = partial(
+                self._replaced_forward, mod, xj, self.recipe, self.device, sp.names
+            )
+            loss = self.objective.backward(logits.float()[None], one, self.state, sp)
+            sp.forward = None  # the step's batch is not kept alive
             opt.step()
             losses[j] = loss[0]
         return losses
