@@ -638,6 +638,11 @@ def task_affinity(
     if epoch_agg not in EPOCH_AGGS:
         raise TaskspaceError(f"epoch_agg must be 'sum' or 'mean', got {epoch_agg!r}")
     rec = get_recipe(DEFAULT_RECIPE if recipe is None else recipe, epochs=epochs)
+    if kind == "tag" and lookahead == "optimizer" and rec.optimizer != "sgd":
+        raise TaskspaceError(
+            f"lookahead='optimizer' mirrors SGD; the recipe's optimiser is {rec.optimizer!r}: "
+            "use lookahead='sgd' or an SGD recipe"
+        )
     common: dict[str, Any] = dict(
         inner=inner or StaticWeights(), every=every, order=order, shared=shared
     )
