@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taskspace.engine import Hook, MultiTask, Recipe, fit_many, init_models
+from taskspace.engine import Checkpoint, Hook, MultiTask, Recipe, fit_many, init_models
 from taskspace.errors import TaskspaceError
 from taskspace.mtl.affinity import (
     AffinityHistory,
@@ -269,3 +269,29 @@ def test_sources_and_bad_input(digits):
         fit_many(
             "mlp", digits, labels[None], Recipe(steps=1), objective=objective, model_kwargs=MLP
         )
+
+
+class _Crash(Hook):
+    """Stops the fit after step ``step`` (like a killed job)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, ctx) -> None:  # noqa: ANN001
+        if ctx.step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_to_the_same_affinities(digits, tmp_path):
+    """Killed after step 9 (an epoch end), checkpointed every 4 steps: the rerun continues
+    from step 8 with the affinity state and history of the checkpoint."""
+    labels = _tasks(digits)
+    recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=2)
+    kw = dict(model="mlp", model_kwargs=MLP, recipe=recipe, seeds=(0, 1), batched=True)
+    whole = task_affinity(digits, labels, **kw)
+    path = tmp_path / "fit.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        task_affinity(digits, labels, hooks=[_Crash(9), Checkpoint(path, 4)], **kw)
+    resumed = task_affinity(digits, labels, hooks=[Checkpoint(path, 4)], **kw)
+    torch.testing.assert_close(resumed.per_epoch_sources, whole.per_epoch_sources, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.train_losses, whole.train_losses, rtol=0, atol=0)
