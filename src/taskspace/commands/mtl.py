@@ -8,7 +8,16 @@ the heads) in up to three arms, each a resumable part with all ``seeds`` batched
   weights (``task_weights``: all 1 by default, or summing to 1);
 - ``lbtw``: the same network with Loss-Balanced Task Weighting (``alpha``, the official
   renormalised form; ``normalize=false`` is mml-robustness's unnormalised one, and
-  ``force_lbtw=true`` its forced-on setting).
+  ``force_lbtw=true`` its forced-on setting);
+- ``equal``, ``uw``, ``gradnorm``, ``pcgrad``: the same network with the multi-task
+  baselines of :mod:`taskspace.mtl.weighting` (``uw_variant=kendall|tag_celeba|libmtl``,
+  ``gradnorm_variant=tag_celeba|libmtl`` and ``gradnorm_alpha``, ``pcgrad_order=shuffle|
+  fixed`` on ``pcgrad_inner=equal|uw``, ``weighting_lr`` for the learned weights, default
+  the fit's step learning rate).
+
+``weighting=NAME`` trains the multi-task arm with that weighting: the arms become ``stl``
+(when listed) and ``NAME``, e.g. ``taskspace mtl weighting=gradnorm``; TAG CelebA's PCGrad
+baseline is ``weighting=pcgrad pcgrad_order=fixed pcgrad_inner=uw uw_variant=tag_celeba``.
 
 Writes ``summary.csv`` (per arm, task and split: mean and std over seeds of the plain
 and train-weighted average, the worst group and every group), ``results.csv`` (every
@@ -29,13 +38,16 @@ from taskspace.data.config import DataConfig, load_data
 from taskspace.engine import check_task_weights
 from taskspace.errors import TaskspaceError
 from taskspace.io import read_csv, write_csv
+from taskspace.mtl.weighting import WEIGHTINGS, make_weighting
 from taskspace.report.robust_plots import plot_group_accuracy
 from taskspace.robustness import fit_mtl, fit_robust, parse_grouping
 from taskspace.runs import RunDir
 
 __all__ = ["MtlConfig", "main", "run_mtl"]
 
-ARMS = ("stl", "static", "lbtw")
+ARMS = ("stl", *WEIGHTINGS)
+#: The arms trained through fit_mtl's own weighting strings.
+_BUILTIN = ("static", "lbtw")
 
 
 @dataclass
@@ -50,13 +62,26 @@ class MtlConfig:
     groupings: str = option(
         "Square:Red,Large:Red", "Task:Attr groupings, comma-separated (one head each)"
     )
-    arms: str = option("stl,static,lbtw", "which of stl, static, lbtw to train")
+    arms: str = option(
+        "stl,static,lbtw", "which of stl, static, lbtw, equal, uw, gradnorm, pcgrad to train"
+    )
+    weighting: str | None = option(
+        None, "train the multi-task arm with this weighting (arms: stl, if listed, and it)"
+    )
     method: str = option("erm", "erm or jtt")
     mtl_join: str = option("xor", "JTT's multi-task merge: xor or inv")
     task_weights: list[float] | None = option(None, "static weights: all 1 or summing to 1")
     alpha: float = option(0.5, "LBTW's exponent")
     normalize: bool = option(True, "LBTW renormalised to sum T (official); false: original")
     force_lbtw: bool = option(False, "mml-robustness's forced, unnormalised LBTW")
+    uw_variant: str = option("kendall", "uncertainty weighting: kendall, tag_celeba or libmtl")
+    gradnorm_variant: str = option("tag_celeba", "GradNorm: tag_celeba or libmtl")
+    gradnorm_alpha: float | None = option(None, "GradNorm's alpha (default 0.1 / 1.5)")
+    pcgrad_order: str = option("shuffle", "PCGrad's order of projections: shuffle or fixed")
+    pcgrad_inner: str = option("equal", "PCGrad's loss weighting first: equal or uw")
+    weighting_lr: float | None = option(
+        None, "lr of learned task weights (default: the fit's step lr)"
+    )
     task_loss: str = option("bce", "bce (the reference) or ce per task")
     preset: str | None = option(None, "reference or digits (default: digits on small sets)")
     select: str = option("average", "average (mean of worst groups), best-worst or last")
@@ -74,13 +99,44 @@ NON_RESULT_KEYS = {"out", "progress", "device", "report"}
 SMALL_SETS = (*DIGIT_SETS, "celeba_lite")
 
 
-def _checked(cfg: MtlConfig) -> tuple[list[str], list[str], str]:
+def _weighting(cfg: MtlConfig, arm: str) -> Any:
+    """The weighting of a multi-task arm outside ``static`` / ``lbtw``."""
+    lr = {} if cfg.weighting_lr is None else {"lr": cfg.weighting_lr}
+    if arm == "uw":
+        return make_weighting("uw", variant=cfg.uw_variant, **lr)
+    if arm == "gradnorm":
+        return make_weighting(
+            "gradnorm", variant=cfg.gradnorm_variant, alpha=cfg.gradnorm_alpha, **lr
+        )
+    if arm == "pcgrad":
+        if cfg.pcgrad_inner not in ("equal", "uw"):
+            raise TaskspaceError(f"pcgrad_inner must be 'equal' or 'uw', got {cfg.pcgrad_inner!r}")
+        inner = _weighting(cfg, "uw") if cfg.pcgrad_inner == "uw" else make_weighting("equal")
+        return make_weighting("pcgrad", order=cfg.pcgrad_order, inner=inner)
+    return make_weighting(arm)
+
+
+def _arms(cfg: MtlConfig) -> list[str]:
     arms = [a.strip() for a in cfg.arms.split(",") if a.strip()]
+    if cfg.weighting is not None:
+        if cfg.weighting not in WEIGHTINGS:
+            make_weighting(cfg.weighting)  # one line listing the names
+        arms = [a for a in arms if a == "stl"] + [cfg.weighting]
     bad = [a for a in arms if a not in ARMS]
     if not arms or bad:
         raise TaskspaceError(
-            f"unknown arm(s) {', '.join(bad) or '(none)'}; choose from stl, static, lbtw"
+            f"unknown arm(s) {', '.join(bad) or '(none)'}; choose from {', '.join(ARMS)}"
         )
+    if len(set(arms)) != len(arms):
+        raise TaskspaceError(f"arms {', '.join(arms)} list an arm twice")
+    for a in arms:
+        if a not in ("stl", *_BUILTIN):
+            _weighting(cfg, a)  # bad variants: one line before anything runs
+    return arms
+
+
+def _checked(cfg: MtlConfig) -> tuple[list[str], list[str], str]:
+    arms = _arms(cfg)
     groupings = [g.strip() for g in cfg.groupings.split(",") if g.strip()]
     if not groupings:
         raise TaskspaceError("give groupings=Task:Attr,Task2:Attr2")
@@ -108,7 +164,7 @@ def _arm(cfg: MtlConfig, arm: str, ds: Any, groupings: list[str], preset: str) -
         ds,
         groupings,
         cfg.method,
-        weighting="lbtw" if arm == "lbtw" else "static",
+        weighting=arm if arm in _BUILTIN else _weighting(cfg, arm),  # type: ignore[arg-type]
         task_weights=cfg.task_weights if arm == "static" else None,
         alpha=cfg.alpha,
         normalize=cfg.normalize,

@@ -101,13 +101,6 @@ def _model_dim(shared: SharedParams, p: torch.Tensor) -> int:
     return p.dim() - 1 if shared.stacked else p.dim()
 
 
-def _shared_gradient(losses: torch.Tensor, shared: SharedParams) -> list[torch.Tensor]:
-    """Gradient ``[M, ...]`` of ``sum`` of ``losses [M]`` w.r.t. every shared tensor."""
-    raw = torch.autograd.grad(losses.sum(), shared.tensors, retain_graph=True, allow_unused=True)
-    gs = [torch.zeros_like(p) if g is None else g for p, g in zip(shared.tensors, raw)]
-    return gs if shared.stacked else [g.unsqueeze(0) for g in gs]
-
-
 # ---------------------------------------------------------------------------------------
 # the learned weights' optimiser
 

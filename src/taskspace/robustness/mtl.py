@@ -420,15 +420,28 @@ class MTLResult:
 
 
 def _weighting(
-    weighting: str,
+    weighting: str | TaskWeighting,
     task_weights: Sequence[float] | None,
     alpha: float,
     normalize: bool,
     force_lbtw: bool,
     num_tasks: int,
 ) -> TaskWeighting:
+    if isinstance(weighting, TaskWeighting):
+        if force_lbtw:
+            raise TaskspaceError(
+                f"force_lbtw=True replaces the weighting by LBTW; drop it to train with "
+                f"{type(weighting).__name__}"
+            )
+        if task_weights is not None:
+            raise TaskspaceError(
+                "task_weights go with weighting='static'; give a TaskWeighting its own weights"
+            )
+        return weighting
     if weighting not in ("static", "lbtw"):
-        raise TaskspaceError(f"weighting must be 'static' or 'lbtw', got {weighting!r}")
+        raise TaskspaceError(
+            f"weighting must be 'static', 'lbtw' or a TaskWeighting, got {weighting!r}"
+        )
     w = None if task_weights is None else check_task_weights(task_weights, num_tasks)
     if force_lbtw or weighting == "lbtw":
         if w is not None and any(v != 1.0 for v in w):
@@ -444,7 +457,7 @@ def fit_mtl(
     groupings: Sequence[Grouping | str],
     method: str | MethodConfig = "erm",
     *,
-    weighting: Literal["static", "lbtw"] = "static",
+    weighting: Literal["static", "lbtw"] | TaskWeighting = "static",
     task_weights: Sequence[float] | None = None,
     alpha: float = 0.5,
     normalize: bool = True,
@@ -475,7 +488,10 @@ def fit_mtl(
             (head) each, in order; one grouping is allowed (single-task through this path).
         method: ``"erm"`` or ``"jtt"`` (the others are refused with the reason), or a
             :class:`MethodConfig`; hyperparameters from ``preset`` with ``overrides``.
-        weighting: ``"static"`` (``task_weights``, default all 1) or ``"lbtw"``.
+        weighting: ``"static"`` (``task_weights``, default all 1), ``"lbtw"``, or any
+            :class:`~taskspace.engine.TaskWeighting` instance, used as given (e.g.
+            uncertainty weighting, GradNorm or PCGrad from :mod:`taskspace.mtl.weighting`;
+            ``task_weights``, ``alpha``, ``normalize`` and ``force_lbtw`` do not apply).
         task_weights: static weights in grouping order, all 1 or summing to 1.
         alpha, normalize: LBTW's exponent and renormalisation (``w <- T w / sum(w)``).
         force_lbtw: mml-robustness's forced setting: unnormalised LBTW with all-1
