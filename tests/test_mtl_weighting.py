@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from taskspace.data import load_dataset
 from taskspace.engine import (
     LBTW,
     Batch,
@@ -33,6 +34,7 @@ from taskspace.mtl.weighting import (
     UncertaintyWeighting,
     make_weighting,
 )
+from taskspace.robustness import fit_mtl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -478,6 +480,26 @@ def test_make_weighting_by_name_and_its_refusals():
         with pytest.raises(TaskspaceError) as err:
             make()
         assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_fit_mtl_trains_with_a_weighting_instance():
+    """fit_mtl takes a TaskWeighting as ``weighting``: kendall UW (s = 0 -> w = 1/2 on the
+    first step) steps its s over one epoch and logs the weights; the string-only options
+    are refused alongside an instance."""
+    ds = load_dataset("celeba_lite")
+    uw = UncertaintyWeighting(lr=0.05)
+    kw = dict(preset="digits", seeds=[0], epochs=1)
+    r = fit_mtl(ds, ["Square:Red", "Large:Red"], weighting=uw, **kw)
+    assert r.weighting is uw and r.weight_trace[0][0].tolist() == [0.5, 0.5]
+    s = r.ensemble.objective_state["uw_s"]
+    assert torch.equal(r.weight_trace[0][-1], r.task_weights[0])
+    assert float(s.abs().min()) > 1e-3 and float((r.task_weights - 0.5).abs().min()) > 1e-3
+    for extra, message in [
+        (dict(force_lbtw=True), "force_lbtw=True replaces the weighting"),
+        (dict(task_weights=[0.5, 0.5]), "task_weights go with weighting='static'"),
+    ]:
+        with pytest.raises(TaskspaceError, match=message):
+            fit_mtl(ds, ["Square:Red", "Large:Red"], weighting=uw, **kw, **extra)
 
 
 def test_unweighted_helpers_agree_with_torch_bce():
