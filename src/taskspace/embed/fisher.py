@@ -251,8 +251,8 @@ def fit_heads(
         head = new_head(fdim, c, task_generator(seed, _HEAD_INIT, name))
         weight[k, :c] = head.weight.detach().to(weight)
         bias[k, :c] = head.bias.detach().to(bias)
-    heads = Heads(weight.requires_grad_(True), bias.requires_grad_(True), list(num_classes))
-    opt = torch.optim.Adam([heads.weight, heads.bias], lr=lr, weight_decay=weight_decay)
+    heads = Heads(weight, bias, list(num_classes))
+    adam = _Adam([weight, bias], lr=lr, weight_decay=weight_decay)
     gens = [task_generator(seed, _HEAD_DRAWS, name) for name in task_names]
     steps = draws // batch_size
     rows = torch.arange(k_tasks, device=features.device)[:, None]
@@ -261,13 +261,43 @@ def fit_heads(
         idx = idx.to(features.device)
         for s in range(steps):
             ib = idx[:, s * batch_size : (s + 1) * batch_size]  # [K, B]
-            logits = heads.logits(features[ib])  # [K, B, C]
-            y = labels[rows, ib]
-            loss = F.cross_entropy(logits.reshape(-1, cmax), y.reshape(-1), reduction="none")
-            opt.zero_grad(set_to_none=True)
-            loss.view(k_tasks, -1).mean(dim=1).sum().backward()
-            opt.step()
-    return Heads(heads.weight.detach(), heads.bias.detach(), list(num_classes))
+            xb = features[ib]  # [K, B, F]
+            # gradient of each task's mean cross-entropy w.r.t. its logits, by hand
+            delta = torch.softmax(heads.logits(xb), dim=-1)  # [K, B, C]
+            delta[rows, torch.arange(ib.shape[1], device=ib.device)[None, :], labels[rows, ib]] -= 1
+            delta /= ib.shape[1]
+            adam.step([torch.bmm(delta.transpose(1, 2), xb), delta.sum(dim=1)])
+    return heads
+
+
+class _Adam:
+    """Adam with L2 weight decay, as ``torch.optim.Adam`` computes it (elementwise, so a
+    stacked tensor of ``K`` heads is ``K`` independent runs)."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params, self.lr, self.wd, self.betas, self.eps = params, lr, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            g = g + self.wd * p
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / bc1)
 
 
 def head_fit_report(
