@@ -62,9 +62,10 @@ def _shared(net) -> list[tuple[str, torch.nn.Parameter]]:  # noqa: ANN001
     return [(k, p) for k, p in net.named_parameters() if not k.startswith("head.")]
 
 
-def _explicit_tag(net, x, y, lookahead, lr, mu, wd, buf) -> torch.Tensor:  # noqa: ANN001
-    """Z [S, T] by copy-step-evaluate; ``buf`` the shared momentum buffers (None: none)."""
-    shared = _shared(net)
+def _explicit_tag(net, x, y, lookahead, lr, mu, wd, buf, only="") -> torch.Tensor:  # noqa: ANN001
+    """Z [S, T] by copy-step-evaluate; ``buf`` the shared momentum buffers (None: none);
+    only the shared parameters whose names start with ``only`` are stepped."""
+    shared = [(k, p) for k, p in _shared(net) if k.startswith(only)]
     old = _losses(net, x, y)
     grads = [torch.autograd.grad(lt, [p for _, p in shared], retain_graph=True) for lt in old]
     z = torch.zeros(len(SOURCES), y.shape[1])
@@ -117,6 +118,22 @@ def test_tag_equals_copy_step_evaluate(digits, lookahead, batched):
     if lookahead == "optimizer":  # the momentum term moved the second step's scores
         plain = _explicit_tag(net, x1, y1, "taskonomy_bug", lr, mu, wd, None)
         assert float((plain - z1).abs().max()) > 0.05
+
+
+def test_encoder_only_steps_the_named_parameters_only(digits):
+    """Taskonomy's ``encoder_only``: the lookahead steps the first Linear only."""
+    labels, lr = _tasks(digits), 0.1
+    recipe = Recipe(optimizer="sgd", lr=lr, momentum=0.0, steps=1, batch_size=64)
+    rec = _Steps("tag_last")
+    objective = MultiTask(weighting=TagAffinity(shared=("backbone.1.",)))
+    kw = dict(seeds=[3], objective=objective, hooks=[rec], batched=True, model_kwargs=MLP)
+    fit_many("mlp", digits, labels[None], recipe, **kw)
+    net = init_models("mlp", 6, [3], digits, **MLP)[0].train()
+    x, y = digits.normalize(digits.images[rec.idx[0][0]]), labels[rec.idx[0][0]]
+    z = _explicit_tag(net, x, y, "sgd", lr, 0.0, 0.0, None, only="backbone.1.")
+    torch.testing.assert_close(rec.values[0][0].float(), z, rtol=1e-3, atol=2e-4)
+    whole = _explicit_tag(net, x, y, "sgd", lr, 0.0, 0.0, None)
+    assert float((whole - z).abs().max()) > 0.05
 
 
 @pytest.mark.parametrize("batched", [True, False])
