@@ -25,8 +25,10 @@ set it; ``None`` (the default) takes the fit's: the step's learning rate (schedu
 included) and the recipe's optimiser when the trainer passes them in
 :class:`~taskspace.engine.SharedParams` (``lrs``, ``recipe``), otherwise TAG CelebA's
 recipe: SGD, lr 5e-4, momentum 0.9. SGD is ``buf <- momentum * buf + g; p <- p - lr * buf``
-(``buf`` starting at 0: Keras's ``v <- m v - lr g`` for a constant lr); Adam is torch's. No
-weight decay is applied to the weighting's own parameters.
+(``buf`` starting at 0): ``tf.compat.v1``'s MomentumOptimizer (TAG's PCGrad) and, for a
+constant lr, Keras's ``v <- m v - lr g`` (TAG's UW and GradNorm; after an lr change Keras
+keeps the old lr inside ``v``). Adam is torch's. No weight decay is applied to the
+weighting's own parameters.
 
 :func:`make_weighting` builds one by name (``equal``, ``static``, ``lbtw``, ``uw``,
 ``gradnorm``, ``pcgrad``).
