@@ -128,28 +128,38 @@ def _fit_linear(
     y_train: torch.Tensor,
     num_classes: int,
     *,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
+    l2: float,
+    max_iter: int,
     seed: int,
 ) -> nn.Linear:
+    """Softmax regression, mean CE + ``l2/2 * ||W||^2``, by full-batch L-BFGS (strong Wolfe
+    line search): a convex problem solved to convergence, so the error measures the
+    features, not the optimiser."""
     g = torch.Generator().manual_seed(seed)
     head = nn.Linear(f_train.shape[1], num_classes).to(f_train.device)
     with torch.no_grad():
         bound = 1.0 / max(f_train.shape[1], 1) ** 0.5
-        head.weight.copy_(torch.rand(head.weight.shape, generator=g) * 2 * bound - bound)
+        w0 = (torch.rand(head.weight.shape, generator=g) * 2 - 1) * bound
+        head.weight.copy_(w0.to(f_train.device))
         head.bias.zero_()
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    n = len(f_train)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g).to(f_train.device)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            loss = nn.functional.cross_entropy(head(f_train[idx]), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    opt = torch.optim.LBFGS(
+        head.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(f_train), y_train)
+        loss = loss + 0.5 * l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
     return head
 
 
@@ -160,10 +170,8 @@ def brute_force_errors(
     x_test: torch.Tensor,
     y_test: torch.Tensor,
     *,
-    epochs: int = 30,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-4,
-    batch_size: int = 128,
+    l2: float = 1e-4,
+    max_iter: int = 500,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
@@ -173,9 +181,11 @@ def brute_force_errors(
 
     ``features[name]`` maps a batch of inputs to features (a callable or an ``nn.Module``,
     run in eval mode without gradients; flattened to ``[n, d]``). Features are computed
-    once and cached; they are standardised with the training mean and standard deviation;
-    the probe is trained with Adam on shuffled mini-batches, initialisation and order from
-    ``seed`` (the same for every expert), so the result is deterministic on CPU.
+    once and cached, then standardised with the training mean and standard deviation. The
+    probe is softmax regression with an L2 penalty ``l2/2 * ||W||^2`` on the weights,
+    fitted by full-batch L-BFGS (at most ``max_iter`` iterations) from an initialisation
+    drawn from ``seed`` (the same for every expert): a convex problem solved to
+    convergence, deterministic on CPU.
     """
     if not features:
         raise TaskspaceError("no experts given")
@@ -195,16 +205,7 @@ def brute_force_errors(
         f_te = _features(fn, x_test, 256, dev)
         mean, std = f_tr.mean(0), f_tr.std(0, correction=0).clamp_min(1e-6)
         f_tr, f_te = (f_tr - mean) / std, (f_te - mean) / std
-        head = _fit_linear(
-            f_tr,
-            y_train.to(dev),
-            num_classes,
-            epochs=epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-        )
+        head = _fit_linear(f_tr, y_train.to(dev), num_classes, l2=l2, max_iter=max_iter, seed=seed)
         with torch.no_grad():
             pred = head(f_te).argmax(1).cpu()
         errors[str(name)] = float((pred != y_test).double().mean())
