@@ -374,6 +374,14 @@ class FisherResult:
     num_batches: int
 
 
+def _stack_drawn(drawn: list[list[torch.Tensor]], width: int, bernoulli: bool) -> torch.Tensor:
+    """``[K, n]`` drawn labels (Bernoulli: ``[K, n, C]``, zero-padded to the widest head)."""
+    rows = [torch.cat(d) for d in drawn]
+    if bernoulli:
+        rows = [F.pad(r, (0, width - r.shape[1])) for r in rows]
+    return torch.stack(rows)
+
+
 def _draw(logits: torch.Tensor, gen: torch.Generator, bernoulli: bool) -> torch.Tensor:
     """Labels drawn from the model for one task's ``logits [B, C]`` (on the CPU)."""
     z = logits.detach().double().cpu()
@@ -473,7 +481,7 @@ def montecarlo_fisher(
     return FisherResult(
         hessian=hessian,
         layout=[[name, kind, int(w.shape[0])] for name, kind, w in layout],
-        drawn=torch.stack([torch.cat(d) for d in drawn]),
+        drawn=_stack_drawn(drawn, max(heads.num_classes), bernoulli),
         num_samples=n_samples,
         num_batches=n_batches,
     )
