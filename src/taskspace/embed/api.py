@@ -236,7 +236,7 @@ def embed_tasks(
     subset: str = "random",
     seed: int = 0,
     progress: bool = False,
-    on_task: Callable[[int, Embedding], None] | None = None,
+    on_task: Callable[[int, Embedding], object] | None = None,
     **opts: Any,
 ) -> list[Embedding]:
     """Embed every task of ``tasks`` with ``probe`` (Task2Vec, reference section 2).
