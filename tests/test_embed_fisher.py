@@ -296,19 +296,29 @@ def test_variational_gets_cached_inputs_and_fitted_head(
 
     calls: list[dict[str, Any]] = []
 
-    def fake(probe: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, **kw: Any) -> Any:
-        calls.append({"probe": probe, "inputs": inputs, "labels": labels, **kw})
+    def fake(
+        probe: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        skip_layers: int,
+        seed: int,
+        bn_mode: str,
+        kl_factor: float = 1.0,
+    ) -> Any:
+        calls.append({"probe": probe, "inputs": inputs, "labels": labels, "seed": seed})
+        calls[-1].update(skip_layers=skip_layers, bn_mode=bn_mode, kl_factor=kl_factor)
         return np.full(5, 2.0), np.ones(5), [["layers.conv2", "filter", 5]]
 
     monkeypatch.setattr(variational, "variational_fisher", fake)
     base = _probe()
     tasks = _tasks(digits).select([0, 1])
     embs = embed_tasks(
-        digits, tasks, base, method="variational", skip_layers=4,
-        method_opts={"kl_factor": 2.0}, **SMALL,
+        digits, tasks, base, method="variational", skip_layers=4, kl_factor=2.0, **SMALL,
     )  # fmt: skip
     assert [c["inputs"].shape for c in calls] == [(96, 3, 4, 4)] * 2
-    assert calls[0]["skip_layers"] == 4 and calls[0]["kl_factor"] == 2.0
+    assert calls[0]["skip_layers"] == 4 and calls[0]["kl_factor"] == 2.0  # given directly
+    assert calls[0]["bn_mode"] == "eval"
     assert calls[0]["probe"] is not base and calls[0]["probe"] is not calls[1]["probe"]
     assert calls[0]["seed"] != calls[1]["seed"]
     assert embs[0].meta["method"] == "variational" and embs[0].meta["method_opts"] == {

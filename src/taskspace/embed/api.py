@@ -23,6 +23,7 @@ refuses tasks too small to embed.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,13 @@ class EmbedOptions:
 
 def _options(method: str, estimator: str, bn_mode: str, subset: str, opts: dict) -> EmbedOptions:
     known = set(EmbedOptions.__dataclass_fields__)
+    opts = dict(opts)
+    if method == "variational":
+        # options of the variational method may also be given directly (kl_factor=2)
+        accepted = inspect.signature(_variational_fisher()).parameters
+        moved = {k: opts.pop(k) for k in sorted(set(opts) - known) if k in accepted}
+        if moved:
+            opts["method_opts"] = {**opts.get("method_opts", {}), **moved}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise TaskspaceError(
@@ -156,16 +164,15 @@ def _resolve_probe(
     else:
         # A probe built by name is initialised from the seed (weights, when given, replace
         # the trunk), so embeddings are reproducible and calls with one seed share a probe.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(int(seed), _PROBE_SEED))
-            base = load_probe(
-                probe,
-                2,
-                in_channels=dataset.channels,
-                image_size=dataset.image_size,
-                weights=cfg.weights,
-                **cfg.probe_kwargs,
-            )
+        base = load_probe(
+            probe,
+            2,
+            in_channels=dataset.channels,
+            image_size=dataset.image_size,
+            weights=cfg.weights,
+            seed=derive_seed(int(seed), _PROBE_SEED),
+            **cfg.probe_kwargs,
+        )
     if cfg.device is not None:
         base = base.to(cfg.device)
     return base
@@ -539,14 +546,18 @@ def _mc_embedding(run: _Run, k: int, res: FisherResult, j: int, report: dict) ->
     return Embedding(hessian, np.ones_like(hessian), meta)
 
 
+def _variational_fisher() -> Any:
+    """``taskspace.embed.variational.variational_fisher``, imported when first needed."""
+    return importlib.import_module("taskspace.embed.variational").variational_fisher
+
+
 def _variational(
     run: _Run, probe: nn.Module, k: int, at_skip: torch.Tensor, report: dict
 ) -> Embedding:
     """Helper B's variational method on the cached ``layers[skip]`` inputs."""
-    module = importlib.import_module("taskspace.embed.variational")
     opts = {"bn_mode": run.bn_mode, **run.cfg.method_opts}
     name = run.tasks.names[k]
-    hessian, scale, layout = module.variational_fisher(
+    hessian, scale, layout = _variational_fisher()(
         probe,
         at_skip,
         run.labels[k].to(at_skip.device),

@@ -435,6 +435,7 @@ def load_probe(
     in_channels: int = 3,
     image_size: int = 32,
     weights: str | Path | None = None,
+    seed: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a probe; never downloads anything.
@@ -447,8 +448,14 @@ def load_probe(
         in_channels, image_size: the input the model is built for.
         weights: a local weights file (``.safetensors`` or a ``torch.save`` state dict,
             read with ``weights_only=True``) loaded into the trunk; head tensors are dropped.
+        seed: when given, a model built by name is initialised from this seed (without
+            touching the global random state), so a random probe is reproducible.
         kwargs: architecture options (``width=``, ``widths=``...).
     """
+    if seed is not None and not isinstance(spec, nn.Module):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return load_probe(spec, num_classes, in_channels, image_size, weights, None, **kwargs)
     if isinstance(spec, nn.Module):
         model: nn.Module = spec
         label = probe_name(spec)
