@@ -174,6 +174,8 @@ def test_bad_input() -> None:
         variational_fisher(probe, x, y, draws_per_epoch=8, batch_size=16)
     with pytest.raises(TaskspaceError, match="contract"):
         variational_fisher(nn.Linear(2, 2), x, y, **FAST)
+    with pytest.raises(TaskspaceError, match="3-way classifier"):
+        variational_fisher(probe, x, y + 1, **FAST)
     with pytest.raises(TaskspaceError, match="bn_mode"):
         variational_fisher(probe, x, y, bn_mode="frozen", **FAST)
 

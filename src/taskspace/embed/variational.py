@@ -291,6 +291,12 @@ def variational_fisher(
     if not isinstance(head, nn.Module):
         raise TaskspaceError("the probe's classifier must be an nn.Module (the linear head)")
     head_params = list(head.parameters())
+    outputs = getattr(head, "out_features", None)
+    if isinstance(outputs, int) and int(labels.max()) >= outputs:
+        raise TaskspaceError(
+            f"label {int(labels.max())} does not fit the probe's {outputs}-way classifier; "
+            "give the probe a head with max(label) + 1 outputs"
+        )
     for p in head_params:
         p.requires_grad_(True)
     model.train(bn_mode == "train")
