@@ -183,8 +183,11 @@ def test_nearest_rows() -> None:
         ("z", 2, "w", 0.3),
     ]
     assert len(nearest(D, list("wxyz"), k=10)) == 4 * 3
-    with pytest.raises(TaskspaceError):
+    assert nearest(np.zeros((1, 1)), ["only"], k=3) == []
+    with pytest.raises(TaskspaceError, match="shape"):
         nearest(D, ["w", "x"], 1)
+    with pytest.raises(TaskspaceError, match="k must be"):
+        nearest(D, list("wxyz"), -1)
 
 
 def _blocks() -> tuple[np.ndarray, list[str]]:

@@ -243,7 +243,8 @@ def _rank_key(d: float, name: str) -> tuple[bool, float, str]:
 def nearest(D: np.ndarray, names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
     """For each task (row of ``D``), its ``k`` nearest other tasks, as CSV rows
     ``{task, rank, neighbour, distance}`` (rank 1 = nearest). The task itself is excluded;
-    ties are broken by name; NaN distances rank last; ``k`` is capped at ``n - 1``."""
+    ties are broken by name; NaN distances rank last; ``k`` is capped at ``n - 1`` (so one
+    task, or ``k=0``, gives no rows)."""
     D = np.asarray(D, dtype=np.float64)
     names = list(names)
     n = len(names)
@@ -251,8 +252,8 @@ def nearest(D: np.ndarray, names: Sequence[str], k: int = 5) -> list[dict[str, A
         raise TaskspaceError(
             f"distance matrix has shape {D.shape}, expected ({n}, {n}) for {n} names"
         )
-    if k < 1:
-        raise TaskspaceError(f"k must be >= 1, got {k}")
+    if k < 0:
+        raise TaskspaceError(f"k must be >= 0, got {k}")
     rows: list[dict[str, Any]] = []
     for i in range(n):
         others = [j for j in range(n) if j != i]
