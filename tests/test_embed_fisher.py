@@ -76,14 +76,16 @@ def _setup(skip: int, train: bool = False) -> tuple[nn.Module, torch.Tensor, Any
     return probe.train(train), at_skip, heads, labels
 
 
-@pytest.mark.parametrize("skip", [0, 4])
-def test_per_sample_fisher_equals_a_loop_over_samples(skip: int) -> None:
+@pytest.mark.parametrize(("skip", "impl"), [(0, "auto"), (4, "auto"), (0, "vmap"), (4, "vmap")])
+def test_per_sample_fisher_equals_a_loop_over_samples(skip: int, impl: str) -> None:
     """``per_sample``: mean over samples of the squared gradient of each sample's own CE
-    with the drawn label, per filter, for both heads; skip 4 drops conv1/bn1."""
+    with the drawn label, per filter, for both heads; skip 4 drops conv1/bn1. Both
+    implementations (layer hooks, torch.func vmap) are checked."""
     probe, at_skip, heads, _ = _setup(skip)
     res = montecarlo_fisher(
-        probe, batches_of(40, lambda i: at_skip[i], 16), heads, ["a", "b"], skip_layers=skip
-    )
+        probe, batches_of(40, lambda i: at_skip[i], 16), heads, ["a", "b"],
+        skip_layers=skip, per_sample_impl=impl,
+    )  # fmt: skip
     assert res.num_samples == 40 and res.num_batches == 3
     assert res.layout == (
         [["layers.conv1", "filter", 3], ["layers.bn1", "bn_gamma", 3]] if skip == 0 else []

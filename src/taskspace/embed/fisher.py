@@ -39,7 +39,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -424,6 +424,7 @@ def montecarlo_fisher(
     bernoulli: bool = False,
     include_bn_gamma: bool = True,
     memory_floats: int = 2**25,
+    per_sample_impl: str = "auto",
 ) -> FisherResult:
     """Diagonal Fisher of ``probe.layers[skip:-1]`` for ``K`` heads at once.
 
@@ -435,6 +436,11 @@ def montecarlo_fisher(
         task_names: names seeding each task's label draws.
         estimator: ``per_sample`` (default, true Fisher) or ``batch_mean_sq`` (faithful).
         memory_floats: bound on the per-sample gradients held at once (chunking).
+        per_sample_impl: ``auto`` (default): per-sample gradients of Conv2d / Linear /
+            eval-mode BatchNorm weights from one forward and one activation backward per
+            task (layer inputs times output gradients, as BackPACK does), ``torch.func``
+            (``vmap`` over samples of a ``vjp``) for any other layer; ``vmap``: always the
+            latter. Both give the same numbers (tested).
 
     Returns:
         :class:`FisherResult`; ``hessian[k]`` follows ``layout``.
@@ -457,7 +463,12 @@ def montecarlo_fisher(
     used: set[str] = set()
     drawn: list[list[torch.Tensor]] = [[] for _ in task_names]
     n_samples = n_batches = 0
-    step = _per_sample_step if estimator == "per_sample" else _batch_mean_step
+    if per_sample_impl not in ("auto", "vmap"):
+        raise TaskspaceError(f"per_sample_impl must be auto or vmap, got {per_sample_impl!r}")
+    step: Callable[..., StepResult] = _batch_mean_step
+    if estimator == "per_sample":
+        fast = per_sample_impl == "auto" and _hooks_supported(trunk, params)
+        step = _per_sample_step_hooks if fast else _per_sample_step
     for x in batches:
         squares, got_grad, labels = step(trunk, params, x, heads, gens, bernoulli, memory_floats)
         for n, sq in squares.items():
@@ -570,8 +581,122 @@ def _per_sample_step(
     for s in range(0, len(x), chunk):
         g = vmap(one)(x[s : s + chunk], cots_bk[s : s + chunk])
         for n, v in g.items():
-            sums[n] += (v.double() ** 2).sum(dim=0).cpu()
+            acc = torch.zeros_like(v[0])
+            for i in range(v.shape[0]):
+                acc.addcmul_(v[i], v[i])
+            sums[n] += acc.double().cpu()
     return sums, used, drawn
+
+
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _owner(trunk: nn.Module, name: str) -> nn.Module:
+    return trunk.get_submodule(name.rsplit(".", 1)[0]) if "." in name else trunk
+
+
+def _hooks_supported(trunk: nn.Module, params: dict[str, torch.Tensor]) -> bool:
+    """Whether every embedded weight belongs to a layer the hook path handles: Linear,
+    Conv2d (numeric padding, zeros padding mode, one group), eval BatchNorm with running
+    statistics (exact types: subclasses may lay channels out differently)."""
+    for name in params:
+        m = _owner(trunk, name)
+        if type(m) is nn.Linear:
+            continue
+        if type(m) is nn.Conv2d:
+            if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+                return False
+            continue
+        if type(m) in _BN_TYPES and not m.training and m.running_mean is not None:
+            continue
+        return False
+    return True
+
+
+def _per_sample_step_hooks(
+    trunk: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    heads: Heads,
+    gens: list[torch.Generator],
+    bernoulli: bool,
+    memory_floats: int,
+) -> StepResult:
+    """Per-sample squared gradients from one forward pass shared by all tasks.
+
+    Hooks keep each embedded layer's input ``a`` and output ``o``; per task one backward
+    gives ``d<features, c_k>/do`` for the whole batch, and the per-sample weight gradient
+    is ``delta x a`` (unfolded for convolutions; ``delta * x_hat`` summed over positions
+    for a BatchNorm gamma).
+    """
+    owners = {name: _owner(trunk, name) for name in params}
+    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen.setdefault(id(module), []).append((args[0].detach(), output))
+
+    handles = [m.register_forward_hook(hook) for m in {id(m): m for m in owners.values()}.values()]
+    try:
+        with torch.enable_grad():
+            feats = trunk(x.detach().requires_grad_(True))
+    finally:
+        for h in handles:
+            h.remove()
+    if any(len(v) != 1 for v in seen.values()):  # a layer used twice: take the general path
+        return _per_sample_step(trunk, params, x, heads, gens, bernoulli, memory_floats)
+    drawn, cots = _draw_all(heads.logits(feats.detach()), heads, gens, bernoulli)
+    names = [n for n in params if id(owners[n]) in seen]
+    outs = [seen[id(owners[n])][0][1] for n in names]
+    deltas: list[list[torch.Tensor]] = [[] for _ in names]
+    for k in range(len(heads)):
+        grads = torch.autograd.grad(
+            feats, outs, cots[k], retain_graph=k < len(heads) - 1, allow_unused=True
+        )
+        for j, (g, o) in enumerate(zip(grads, outs)):
+            deltas[j].append(torch.zeros_like(o) if g is None else g)
+    sums: dict[str, torch.Tensor] = {}
+    for j, name in enumerate(names):
+        module, a = owners[name], seen[id(owners[name])][0][0]
+        delta = torch.stack(deltas[j])  # [K, B, ...]
+        sums[name] = _layer_square_sums(module, a, delta, memory_floats)
+    for name in params:
+        if name not in sums:
+            sums[name] = torch.zeros((len(heads), *params[name].shape), dtype=torch.float64)
+    return sums, set(names), drawn
+
+
+def _layer_square_sums(
+    module: Any, a: torch.Tensor, delta: torch.Tensor, memory_floats: int
+) -> torch.Tensor:
+    """``sum_i (per-sample weight gradient)**2`` for ``K`` tasks, ``[K, *weight.shape]``."""
+    k_tasks, b = delta.shape[:2]
+    weight = module.weight
+    per = k_tasks * weight.numel()
+    chunk = max(1, min(b, memory_floats // max(per, 1)))
+    total = torch.zeros((k_tasks, *weight.shape), dtype=torch.float64)
+    for s in range(0, b, chunk):
+        ai, di = a[s : s + chunk], delta[:, s : s + chunk]
+        if isinstance(module, nn.Linear):
+            g = torch.einsum(
+                "kbto,bti->kboi",
+                di.reshape(k_tasks, len(ai), -1, di.shape[-1]),
+                ai.reshape(len(ai), -1, ai.shape[-1]),
+            )
+        elif isinstance(module, nn.Conv2d):
+            pad = cast(tuple[int, ...], module.padding)  # numeric: checked by the caller
+            cols = F.unfold(ai, module.kernel_size, module.dilation, pad, module.stride)
+            g = torch.einsum("kbol,bcl->kboc", di.flatten(3), cols)
+        else:  # eval BatchNorm: gamma gradient = sum over positions of delta * x_hat
+            shape = (1, -1) + (1,) * (ai.dim() - 2)
+            mean = module.running_mean.view(shape)
+            std = (module.running_var.view(shape) + module.eps).sqrt()
+            x_hat = (ai - mean) / std
+            g = (di * x_hat).reshape(k_tasks, len(ai), ai.shape[1], -1).sum(-1)
+        acc = torch.zeros_like(g[:, 0])
+        for i in range(g.shape[1]):  # in-place adds: far faster than a strided reduction
+            acc.addcmul_(g[:, i], g[:, i])
+        total += acc.double().reshape(total.shape).cpu()
+    return total
 
 
 def _constants(trunk: nn.Module) -> dict[str, torch.Tensor]:
