@@ -320,7 +320,7 @@ def test_variational_gets_cached_inputs_and_fitted_head(
     )  # fmt: skip
     assert [c["inputs"].shape for c in calls] == [(96, 3, 4, 4)] * 2
     assert calls[0]["skip_layers"] == 4 and calls[0]["kl_factor"] == 2.0  # given directly
-    assert calls[0]["bn_mode"] == "eval"
+    assert calls[0]["bn_mode"] == "eval" and embs[0].meta["estimator"] is None
     assert calls[0]["probe"] is not base and calls[0]["probe"] is not calls[1]["probe"]
     assert calls[0]["seed"] != calls[1]["seed"]
     assert embs[0].meta["method"] == "variational" and embs[0].meta["method_opts"] == {

@@ -349,18 +349,19 @@ def _prepare(
     labels = tasks.labels[:, idx]
     num_classes = [_check_task(tasks, k, split, labels[k], cfg) for k in range(len(tasks))]
     first = next(base.parameters())
+    mc = method == "montecarlo"  # Monte-Carlo-only switches are None for variational
     meta = {
         "probe": probe_name(base) if not isinstance(base, Probe) else base.probe_name,
         "probe_digest": probe_digest(base),
         "method": method,
         "skip_layers": skip_layers,
-        "estimator": estimator,
+        "estimator": estimator if mc else None,
         "bn_mode": bn_mode,
         "subset": subset,
         "max_samples": max_samples,
-        "include_bn_gamma": cfg.include_bn_gamma,
-        "bernoulli": cfg.bernoulli,
-        "fisher_sampler": cfg.fisher_sampler,
+        "include_bn_gamma": cfg.include_bn_gamma if mc else None,
+        "bernoulli": cfg.bernoulli if mc else None,
+        "fisher_sampler": cfg.fisher_sampler if mc else None,
         "method_opts": dict(cfg.method_opts) if method == "variational" else {},
         "seed": seed,
         "dataset": dataset.name,
