@@ -328,3 +328,22 @@ def test_variational_gets_cached_inputs_and_fitted_head(
     }
     assert embs[0].meta["layout"] == [["layers.conv2", "filter", 5]]
     np.testing.assert_array_equal(embs[1].hessian, np.full(5, 2.0))
+
+
+def test_memory_bound_chunks_do_not_change_the_fisher() -> None:
+    """A tiny ``memory_floats`` splits tasks and samples into many chunks; the numbers
+    stay those of one chunk (hook and vmap paths alike)."""
+    probe, at_skip, heads, _ = _setup(0)
+    runs = [
+        montecarlo_fisher(
+            probe,
+            batches_of(40, lambda i: at_skip[i], 20),
+            heads,
+            ["a", "b"],
+            memory_floats=memory,
+            per_sample_impl=impl,
+        ).hessian  # fmt: skip
+        for memory, impl in ((2**25, "auto"), (500, "auto"), (500, "vmap"))
+    ]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12)
+    np.testing.assert_allclose(runs[2], runs[0], rtol=1e-10)

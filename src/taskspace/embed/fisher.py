@@ -647,21 +647,26 @@ def _per_sample_step_hooks(
     drawn, cots = _draw_all(heads.logits(feats.detach()), heads, gens, bernoulli)
     names = [n for n in params if id(owners[n]) in seen]
     outs = [seen[id(owners[n])][0][1] for n in names]
-    deltas: list[list[torch.Tensor]] = [[] for _ in names]
-    for k in range(len(heads)):
-        grads = torch.autograd.grad(
-            feats, outs, cots[k], retain_graph=k < len(heads) - 1, allow_unused=True
-        )
-        for j, (g, o) in enumerate(zip(grads, outs)):
-            deltas[j].append(torch.zeros_like(o) if g is None else g)
-    sums: dict[str, torch.Tensor] = {}
-    for j, name in enumerate(names):
-        module, a = owners[name], seen[id(owners[name])][0][0]
-        delta = torch.stack(deltas[j])  # [K, B, ...]
-        sums[name] = _layer_square_sums(module, a, delta, memory_floats)
-    for name in params:
-        if name not in sums:
-            sums[name] = torch.zeros((len(heads), *params[name].shape), dtype=torch.float64)
+    sums = {n: torch.zeros((len(heads), *p.shape), dtype=torch.float64) for n, p in params.items()}
+    # output gradients of a group of tasks are held at once: bound the group by memory
+    group = max(1, memory_floats // max(sum(o.numel() for o in outs), 1))
+    for start in range(0, len(heads), group):
+        ks = range(start, min(start + group, len(heads)))
+        deltas: list[list[torch.Tensor]] = [[] for _ in names]
+        for k in ks:
+            last = k == len(heads) - 1
+            grads = torch.autograd.grad(
+                feats, outs, cots[k], retain_graph=not last, allow_unused=True
+            )
+            for j, (g, o) in enumerate(zip(grads, outs)):
+                deltas[j].append(torch.zeros_like(o) if g is None else g)
+        for j, name in enumerate(names):
+            module, a = owners[name], seen[id(owners[name])][0][0]
+            delta = torch.stack(deltas[j])  # [G, B, ...]
+            deltas[j] = []
+            sums[name][start : start + len(ks)] = _layer_square_sums(
+                module, a, delta, memory_floats
+            )
     return sums, set(names), drawn
 
 
