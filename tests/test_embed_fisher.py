@@ -279,6 +279,7 @@ def test_bad_tasks_and_options_are_refused_in_one_line(digits: ImageDataset) -> 
         ({"skip_layers": 9}, _tasks(digits).select([0]), "skip_layers=9 out of range"),
         ({"estimatr": "x"}, _tasks(digits).select([0]), "unknown option(s) estimatr"),
         ({"method": "exact"}, _tasks(digits).select([0]), "method must be one of"),
+        ({"bn_mode": "train"}, _tasks(digits).select([0]), "per_sample needs bn_mode=eval"),
     ]
     for kwargs, tasks, message in cases:
         with pytest.raises(TaskspaceError) as err:

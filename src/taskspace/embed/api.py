@@ -345,6 +345,17 @@ def _prepare(
             f"skip_layers={skip_layers} out of range: the probe has {n_layers} layers, the "
             f"last is the classifier (use 0..{n_layers - 2})"
         )
+    layers: Any = base.layers
+    trunk_bn = any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for layer in list(layers)[skip_layers:-1]
+        for m in layer.modules()
+    )
+    if method == "montecarlo" and estimator == "per_sample" and bn_mode == "train" and trunk_bn:
+        raise TaskspaceError(
+            "estimator=per_sample needs bn_mode=eval (train-mode BatchNorm couples the "
+            "samples of a batch); use estimator=batch_mean_sq with bn_mode=train"
+        )
     idx = select_subset(dataset.split(split), max_samples, subset, seed, cfg.batch_size)
     labels = tasks.labels[:, idx]
     num_classes = [_check_task(tasks, k, split, labels[k], cfg) for k in range(len(tasks))]
