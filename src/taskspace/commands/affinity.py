@@ -349,8 +349,10 @@ def evaluate_stage(
                 progress=cfg.progress,
             )
             k = len(list((rd / "parts").glob(f"groups-seed{seed}-*.csv")))
-            write_csv(rd / "parts" / f"groups-seed{seed}-{k:03d}.csv", fit.rows, GROUP_COLUMNS)
-            have += fit.rows
+            path = write_csv(
+                rd / "parts" / f"groups-seed{seed}-{k:03d}.csv", fit.rows, GROUP_COLUMNS
+            )
+            have += read_csv(path)  # as stored, so a resumed run sums the same numbers
         all_rows += have
     write_csv(rd / "groups.csv", all_rows, GROUP_COLUMNS)
     rows = comparison_rows(arm_map, all_rows, names, cfg.seeds)
