@@ -124,3 +124,14 @@ def test_planted_labels_are_signs_and_their_xor():
     assert flipped[200:].sum() == 0 and 0.2 < flipped[:200].mean() < 0.4  # train only
     with pytest.raises(TaskspaceError, match="label_noise"):
         load_planted(label_noise=0.7)
+
+
+def test_task_labels_from_a_taskset_are_images_by_tasks():
+    from taskspace.mtl.hoa import task_labels
+    from taskspace.tasks.taskset import TaskSet
+
+    ts = TaskSet(torch.tensor([[0, 1, 1], [1, 0, 0]]), ["p", "q"], ["human", "human"], {})
+    y, names = task_labels(ts)
+    assert names == ["p", "q"] and torch.equal(y, torch.tensor([[0, 1], [1, 0], [1, 0]]))
+    with pytest.raises(TaskspaceError, match="twice"):
+        task_labels(y, ["p", "p"])
