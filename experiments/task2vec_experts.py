@@ -92,7 +92,7 @@ def pair_view(ds: ImageDataset, a: int, b: int, split: str) -> tuple[ImageDatase
     )  # fmt: skip
     name = f"{ds.class_names[a]}-vs-{ds.class_names[b]}"
     labels = (view.classes == b).long().unsqueeze(0)
-    return view, TaskSet(labels, [name], ["pair"], {})
+    return view, TaskSet(labels, [name], ["table"], {})
 
 
 def embed_pair(
