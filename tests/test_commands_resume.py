@@ -186,8 +186,11 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
     from taskspace.cli import main as cli
 
     assert set(COMMANDS) == {
+        "affinity",
         "agreement",
         "discover",
+        "embed",
+        "group",
         "mtl",
         "pretrain",
         "report",

@@ -1,8 +1,11 @@
 """The built-in report sections; importing this package registers them, in page order."""
 
 from taskspace.report.sections import (
+    affinity,
     agreement,
     discovery,
+    embed,
+    group,
     pretrain,
     robust,
     splits,
@@ -10,4 +13,15 @@ from taskspace.report.sections import (
     sweep,
 )
 
-__all__ = ["agreement", "discovery", "pretrain", "robust", "splits", "spurious", "sweep"]
+__all__ = [
+    "affinity",
+    "agreement",
+    "discovery",
+    "embed",
+    "group",
+    "pretrain",
+    "robust",
+    "splits",
+    "spurious",
+    "sweep",
+]
