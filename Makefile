@@ -45,6 +45,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_gpu.py
 	$(PY) benchmarks/bench_robust_grid.py
 	$(PY) benchmarks/bench_spurious.py
+	$(PY) benchmarks/bench_embed.py
+	$(PY) benchmarks/bench_affinity.py
+	$(PY) benchmarks/bench_selection.py
 
 # the README's report screenshots, taken by the browser tests
 screenshots: $(STAMP) browser
