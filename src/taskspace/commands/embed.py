@@ -188,6 +188,10 @@ def run_embed(cfg: EmbedConfig) -> Path:
         opts["kl_factor"] = cfg.kl_factor
     for start in range(0, len(pending), cfg.per_chunk):
         chunk = pending[start : start + cfg.per_chunk]
+
+        def save(j: int, e: Embedding, chunk: list[int] = chunk) -> None:
+            save_embeddings(_part(rd, chunk[j]), [e])
+
         embed_tasks(
             dataset,
             tasks.select(chunk),
@@ -195,7 +199,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
             split=cfg.split,
             device=cfg.device,
             progress=cfg.progress,
-            on_task=lambda j, e, chunk=chunk: save_embeddings(_part(rd, chunk[j]), [e]),
+            on_task=save,
             **opts,
         )
     embeddings = [load_embeddings(_part(rd, i))[0] for i in range(len(tasks))]
