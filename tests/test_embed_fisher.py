@@ -165,7 +165,7 @@ def test_head_refit_is_adam_on_class_balanced_draws() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(150, 6, dtype=torch.float64, generator=g)
     y = torch.stack([torch.randint(0, 3, (150,), generator=g), (torch.arange(150) < 20).long()])
-    heads = fit_heads(x, y, [3, 2], ["a", "b"], epochs=2, draws=640)
+    heads = fit_heads(x, y, [3, 2], ["a", "b"], head_fit="adam", epochs=2, draws=640)
     for k, (c, name) in enumerate([(3, "a"), (2, "b")]):
         lin = new_head(6, c, task_generator(0, fisher_module._HEAD_INIT, name)).double()
         opt = torch.optim.Adam(lin.parameters(), lr=4e-4, weight_decay=1e-4)
@@ -183,6 +183,37 @@ def test_head_refit_is_adam_on_class_balanced_draws() -> None:
     # the draws are class balanced: 20 positives out of 150 still make about half the draws
     share = y[1][balanced_draws(y[1], 10_000, torch.Generator().manual_seed(3))].double().mean()
     assert 0.47 < float(share) < 0.53
+
+
+def _balanced_objective(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, wd: float
+) -> torch.Tensor:
+    """The expected loss of the original's head fit, written out: the class-balanced mean
+    cross-entropy (each class weighs 1/C) plus the L2 term that Adam's weight decay adds."""
+    per_class = [F.cross_entropy(x[y == c] @ w.T + b, y[y == c]) for c in y.unique()]
+    return torch.stack(per_class).mean() + wd / 2 * (w.pow(2).sum() + b.pow(2).sum())
+
+
+def test_head_refit_lbfgs_reaches_the_optimum_whatever_the_init() -> None:
+    """``head_fit="lbfgs"`` (default) minimises the Adam fit's expected objective: the
+    gradient there is zero, the objective is below Adam's, and the head does not depend on
+    the seed of its init (the objective is convex)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 5, dtype=torch.float64, generator=g)
+    y = torch.stack([torch.randint(0, 3, (200,), generator=g), (x[:, 0] + x[:, 1] > 1).long()])
+    fits = [fit_heads(x, y, [3, 2], ["a", "b"], seed=s) for s in (0, 7)]
+    adam = fit_heads(x, y, [3, 2], ["a", "b"], head_fit="adam")
+    for k, c in enumerate([3, 2]):
+        w = fits[0].weight[k, :c].clone().requires_grad_(True)
+        b = fits[0].bias[k, :c].clone().requires_grad_(True)
+        loss = _balanced_objective(x, y[k], w, b, 1e-4)
+        gw, gb = torch.autograd.grad(loss, [w, b])
+        assert float(torch.cat([gw.flatten(), gb]).abs().max()) < 1e-7
+        torch.testing.assert_close(fits[1].weight[k, :c], fits[0].weight[k, :c], atol=1e-4, rtol=0)
+        worse = _balanced_objective(x, y[k], adam.weight[k, :c], adam.bias[k, :c], 1e-4)
+        assert float(loss) < float(worse) - 1e-3
+    with pytest.raises(TaskspaceError, match="head_fit must be one of"):
+        fit_heads(x, y, [3, 2], ["a", "b"], head_fit="sgd")
 
 
 def test_subset_rule() -> None:

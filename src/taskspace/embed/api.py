@@ -16,8 +16,8 @@ each task gets the original's own fresh probe and passes.
 
 Switches (faithful -> default): ``bn_mode`` train -> eval; ``estimator`` batch_mean_sq ->
 per_sample; ``subset`` first_batches -> random; ``fisher_sampler`` balanced -> subset;
-``include_bn_gamma`` True -> True. ``min_samples`` (default 32, and at least 2 per class)
-refuses tasks too small to embed.
+``head_fit`` adam -> lbfgs; ``include_bn_gamma`` True -> True. ``min_samples`` (default
+32, and at least 2 per class) refuses tasks too small to embed.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from taskspace.embed.fisher import (
     BN_MODES,
     ESTIMATORS,
     FISHER_SAMPLERS,
+    HEAD_FITS,
     SUBSETS,
     FisherResult,
     Heads,
@@ -90,8 +91,11 @@ class EmbedOptions:
             from the cached ``layers[skip]`` inputs, or the whole split when skip is 0).
         fisher_epochs, fisher_draws: the balanced sampler's epochs (1) and draws (10,000).
         batch_size: 64 everywhere, as the original.
-        head_epochs, head_lr, head_weight_decay, head_draws: the head refit (10, 4e-4,
-            1e-4, 10,000).
+        head_fit: ``lbfgs`` (default: the head's objective minimised to convergence) or
+            ``adam`` (faithful: the original's 10 epochs of Adam); see
+            :func:`~taskspace.embed.fisher.fit_heads`.
+        head_epochs, head_lr, head_draws: the ``adam`` head refit (10, 4e-4, 10,000).
+        head_weight_decay: the head's L2 weight decay (1e-4), for both fits.
         min_samples: refuse tasks with fewer images (default :data:`MIN_SAMPLES`).
         weights: a local weights file for a probe given by name.
         probe_kwargs: architecture options for a probe given by name.
@@ -107,6 +111,7 @@ class EmbedOptions:
     fisher_epochs: int = 1
     fisher_draws: int = 10_000
     batch_size: int = BATCH_SIZE
+    head_fit: str = "lbfgs"
     head_epochs: int = 10
     head_lr: float = 4e-4
     head_weight_decay: float = 1e-4
@@ -141,6 +146,7 @@ def _options(method: str, estimator: str, bn_mode: str, subset: str, opts: dict)
         ("bn_mode", bn_mode, BN_MODES),
         ("subset", subset, SUBSETS),
         ("fisher_sampler", opts.get("fisher_sampler", "subset"), FISHER_SAMPLERS),
+        ("head_fit", opts.get("head_fit", "lbfgs"), HEAD_FITS),
     ):
         if value not in allowed:
             raise TaskspaceError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
@@ -373,6 +379,7 @@ def _prepare(
         "include_bn_gamma": cfg.include_bn_gamma if mc else None,
         "bernoulli": cfg.bernoulli if mc else None,
         "fisher_sampler": cfg.fisher_sampler if mc else None,
+        "head_fit": cfg.head_fit,
         "method_opts": dict(cfg.method_opts) if method == "variational" else {},
         "seed": seed,
         "dataset": dataset.name,
@@ -394,6 +401,7 @@ def _fit(run: _Run, features: torch.Tensor, ks: Sequence[int]) -> tuple[Heads, l
         [run.num_classes[k] for k in ks],
         [run.tasks.names[k] for k in ks],
         seed=run.seed,
+        head_fit=cfg.head_fit,
         epochs=cfg.head_epochs,
         lr=cfg.head_lr,
         weight_decay=cfg.head_weight_decay,
