@@ -109,20 +109,30 @@ def test_embed_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "message", "checked_first"),
     [
-        (["distances=cosine,euclid"], "unknown distance 'euclid'"),
-        (["probe=/no/such/probe.safetensors"], "probe"),
-        (["max_samples=8"], "fewer than the minimum 32"),
-        (["method=fisher"], "method must be montecarlo or variational"),
-        (["tasks=attributes"], "needs a dataset with attributes"),
+        (["distances=cosine,euclid"], "unknown distance 'euclid'", True),
+        (["probe=/no/such/probe.safetensors"], "probe", False),
+        (["max_samples=8"], "fewer than the minimum 32", False),
+        (["method=fisher"], "method must be one of montecarlo, variational", True),
+        (["head_fit=sgd"], "head_fit must be one of lbfgs, adam", True),
+        (["skip_layers=-1"], "skip_layers must be a non-negative integer", True),
+        (["tasks=attributes"], "needs a dataset with attributes", False),
     ],
 )
 def test_embed_bad_input_is_one_line_exit_2(
-    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    extra: list[str],
+    message: str,
+    checked_first: bool,
+    capsys: pytest.CaptureFixture,
 ) -> None:
+    """One line, exit 2, no finished run; a bad option value is refused before the run
+    directory is made."""
     out = tmp_path / "bad"
     assert cli(["embed", *FAST, *extra, f"out={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (out / "done.json").exists()
+    if checked_first:
+        assert not out.exists()

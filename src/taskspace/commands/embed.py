@@ -33,7 +33,7 @@ from taskspace.config import option
 from taskspace.data import load_splits, save_splits
 from taskspace.data.config import DataConfig, load_data
 from taskspace.data.dataset import ImageDataset
-from taskspace.embed.api import embed_tasks
+from taskspace.embed.api import check_options, embed_tasks
 from taskspace.embed.distances import DISTANCES, nearest, pdist
 from taskspace.embed.embedding import Embedding, load_embeddings, save_embeddings
 from taskspace.embed.plots import plot_distance_matrix
@@ -74,6 +74,9 @@ class EmbedConfig:
     subset: str = option(
         "random", "max_samples subset: random (seeded) or first_batches (the original)"
     )
+    head_fit: str = option(
+        "lbfgs", "the head refit: lbfgs (to the optimum) or adam (the original's 10 epochs)"
+    )
     skip_layers: int = option(0, "probe layers before the embedded ones (ResNet: 6 = layer3)")
     max_samples: int | None = option(None, "examples per task (default: all of the split)")
     kl_factor: float = option(1.0, "variational: 1 (Gaussian KL) or 2 (the original)")
@@ -94,7 +97,16 @@ class EmbedConfig:
 NON_RESULT_KEYS = {"out", "progress", "device", "report", "per_chunk"}
 PROBE_FILE = "probe"
 #: Options of the embedding itself (vs of the run) passed to :func:`embed_tasks`.
-EMBED_KEYS = ("method", "estimator", "bn_mode", "subset", "skip_layers", "max_samples", "seed")
+EMBED_KEYS = (
+    "method",
+    "estimator",
+    "bn_mode",
+    "subset",
+    "head_fit",
+    "skip_layers",
+    "max_samples",
+    "seed",
+)
 
 
 def _distances(cfg: EmbedConfig) -> list[str]:
@@ -144,6 +156,14 @@ def _probe(cfg: EmbedConfig, dataset: ImageDataset, rd: RunDir) -> torch.nn.Modu
     )
 
 
+def _embed_options(cfg: EmbedConfig) -> dict[str, Any]:
+    """The keyword options of :func:`embed_tasks` this configuration asks for."""
+    opts: dict[str, Any] = {k: getattr(cfg, k) for k in EMBED_KEYS}
+    if cfg.method == "variational":
+        opts["kl_factor"] = cfg.kl_factor
+    return opts
+
+
 def _part(rd: RunDir, i: int) -> Path:
     return rd.path / "parts" / f"task-{i:05d}"
 
@@ -151,8 +171,7 @@ def _part(rd: RunDir, i: int) -> Path:
 def run_embed(cfg: EmbedConfig) -> Path:
     """Run (or resume) ``taskspace embed``; returns the run directory."""
     distances = _distances(cfg)
-    if cfg.method not in ("montecarlo", "variational"):
-        raise TaskspaceError(f"method must be montecarlo or variational, got {cfg.method!r}")
+    check_options(**_embed_options(cfg))
     if cfg.per_chunk < 1:
         raise TaskspaceError(f"per_chunk must be >= 1, got {cfg.per_chunk}")
     if cfg.nearest_k < 1:
@@ -183,9 +202,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
     pending = [i for i in range(len(tasks)) if not (_part(rd, i) / "meta.json").exists()]
     if len(pending) < len(tasks):
         print(f"resuming {rd.path}: {len(tasks) - len(pending)}/{len(tasks)} tasks embedded")
-    opts: dict[str, Any] = {k: getattr(cfg, k) for k in EMBED_KEYS}
-    if cfg.method == "variational":
-        opts["kl_factor"] = cfg.kl_factor
+    opts = _embed_options(cfg)
     for start in range(0, len(pending), cfg.per_chunk):
         chunk = pending[start : start + cfg.per_chunk]
 

@@ -67,7 +67,7 @@ from taskspace.progress import progress_bar
 from taskspace.seeding import derive_seed
 from taskspace.tasks.taskset import TaskSet
 
-__all__ = ["METHODS", "MIN_SAMPLES", "EmbedOptions", "embed_task", "embed_tasks"]
+__all__ = ["METHODS", "MIN_SAMPLES", "EmbedOptions", "check_options", "embed_task", "embed_tasks"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,27 @@ class EmbedOptions:
     device: str | torch.device | None = None
     task_batch: int = 32
     memory_floats: int = 2**25
+
+
+def check_options(
+    method: str = "montecarlo",
+    estimator: str = "per_sample",
+    bn_mode: str = "eval",
+    subset: str = "random",
+    skip_layers: int = 0,
+    max_samples: int | None = None,
+    seed: int = 0,
+    **opts: Any,
+) -> EmbedOptions:
+    """Validate :func:`embed_tasks`'s options without embedding anything (a command calls
+    it before it creates its run directory); returns the parsed :class:`EmbedOptions`."""
+    if isinstance(skip_layers, bool) or not isinstance(skip_layers, int) or skip_layers < 0:
+        raise TaskspaceError(f"skip_layers must be a non-negative integer, got {skip_layers!r}")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
+        raise TaskspaceError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+    return _options(method, estimator, bn_mode, subset, opts)
 
 
 def _options(method: str, estimator: str, bn_mode: str, subset: str, opts: dict) -> EmbedOptions:
