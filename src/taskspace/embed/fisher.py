@@ -317,8 +317,8 @@ def _lbfgs_head(
         [w, b],
         lr=1.0,
         max_iter=max_iter,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
         history_size=20,
         line_search_fn="strong_wolfe",
     )
