@@ -198,18 +198,25 @@ def test_head_refit_lbfgs_reaches_the_optimum_whatever_the_init() -> None:
     """``head_fit="lbfgs"`` (default) minimises the Adam fit's expected objective: the
     gradient there is zero, the objective is below Adam's, and the head does not depend on
     the seed of its init (the objective is convex)."""
+    # (fits differ in their seeded init only)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(200, 5, dtype=torch.float64, generator=g)
     y = torch.stack([torch.randint(0, 3, (200,), generator=g), (x[:, 0] + x[:, 1] > 1).long()])
     fits = [fit_heads(x, y, [3, 2], ["a", "b"], seed=s) for s in (0, 7)]
     adam = fit_heads(x, y, [3, 2], ["a", "b"], head_fit="adam")
+    adam7 = fit_heads(x, y, [3, 2], ["a", "b"], head_fit="adam", seed=7)
+    # the original's 10 epochs of Adam stop where their init leaves them
+    assert float((adam.logits(x) - adam7.logits(x))[0, :, :3].abs().max()) > 1e-2
     for k, c in enumerate([3, 2]):
         w = fits[0].weight[k, :c].clone().requires_grad_(True)
         b = fits[0].bias[k, :c].clone().requires_grad_(True)
         loss = _balanced_objective(x, y[k], w, b, 1e-4)
         gw, gb = torch.autograd.grad(loss, [w, b])
         assert float(torch.cat([gw.flatten(), gb]).abs().max()) < 1e-6
-        torch.testing.assert_close(fits[1].weight[k, :c], fits[0].weight[k, :c], atol=1e-4, rtol=0)
+        # the same function whatever the init (the weights themselves are only pinned down
+        # to ~1e-4 along the softmax's shift direction, where the L2 term alone curves)
+        probs = [torch.softmax(f.logits(x)[k, :, :c], dim=-1) for f in fits]
+        torch.testing.assert_close(probs[1], probs[0], atol=1e-4, rtol=0)
         worse = _balanced_objective(x, y[k], adam.weight[k, :c], adam.bias[k, :c], 1e-4)
         assert float(loss) < float(worse) - 1e-3
     with pytest.raises(TaskspaceError, match="head_fit must be one of"):
