@@ -99,7 +99,8 @@ def embed_pair(
     ds: ImageDataset, a: int, b: int, split: str, probe: torch.nn.Module, args: argparse.Namespace
 ) -> Embedding:
     view, ts = pair_view(ds, a, b, split)
-    return embed_tasks(view, ts, probe, max_samples=args.max_samples, seed=args.seed)[0]
+    return embed_tasks(view, ts, probe, max_samples=args.max_samples, seed=args.seed,
+                       head_fit=args.head_fit)[0]  # fmt: skip
 
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -120,6 +121,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=10.0, help="probe and expert epochs")
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--head-fit", default="lbfgs", help="or adam (faithful)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("experiments/results/task2vec_experts.json"))
     args = p.parse_args()
@@ -163,7 +165,8 @@ def main() -> None:
     print(table)
     out = {
         "command": f"python experiments/task2vec_experts.py --images {args.images} "
-                   f"--epochs {args.epochs} --max-samples {args.max_samples} --seed {args.seed}",
+                   f"--epochs {args.epochs} --max-samples {args.max_samples} --seed {args.seed} "
+                   f"--head-fit {args.head_fit}",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "experts": {n: [ds.class_names[a], ds.class_names[b]]
                     for n, (a, b) in zip(expert_names, pairs)},

@@ -200,3 +200,20 @@ def test_cifar_resnet18_dimension_rule_and_skip_6() -> None:
     assert h.shape == s.shape == (3840,)
     assert layout[0] == ["layers.layer3.0.conv1", "filter", 256]
     assert sum(r[2] for r in layout) == 3840
+
+
+def test_average_last_is_the_mean_of_the_last_iterates() -> None:
+    """``average_last=0.5`` over 4 one-step epochs embeds the mean log-variance of iterates
+    3 and 4 (the last iterates of 3- and 4-epoch runs, whose draws and noise are prefixes);
+    0 is the last iterate, the original."""
+    probe, (x, y) = _probe(), _data()
+    run = {"draws_per_epoch": 16, "batch_size": 16, "seed": 2}
+    h3, _, _ = variational_fisher(probe, x, y, epochs=3, **run)
+    h4, s4, _ = variational_fisher(probe, x, y, epochs=4, **run)
+    avg, s_avg, _ = variational_fisher(probe, x, y, epochs=4, average_last=0.5, **run)
+    np.testing.assert_allclose(-np.log(avg), (-np.log(h3) - np.log(h4)) / 2, rtol=1e-5)
+    assert np.abs(np.log(avg) - np.log(h4)).max() > 1e-4
+    last, _, _ = variational_fisher(probe, x, y, epochs=4, average_last=0.0, **run)
+    np.testing.assert_array_equal(last, h4)
+    with pytest.raises(TaskspaceError, match="average_last must be in"):
+        variational_fisher(probe, x, y, epochs=4, average_last=1.0, **run)

@@ -249,6 +249,7 @@ def variational_fisher(
     batch_size: int = 64,
     draws_per_epoch: int = 10000,
     bn_mode: str = "eval",
+    average_last: float = 0.0,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[list[Any]]]:
     """Train the per-filter weight noise of a copy of ``probe`` on ``(inputs, labels)``.
@@ -268,6 +269,8 @@ def variational_fisher(
         lr_noise, lr_head: Adam learning rates of the noise parameters and of the head.
         bn_mode: ``"eval"`` (default, frozen BN statistics) or ``"train"`` (faithful: the
             whole copy in train mode).
+        average_last: embed the mean of the noise parameters over this fraction of the
+            last steps (0, the original: the last iterate).
         progress: show a progress bar.
 
     Returns:
@@ -277,6 +280,8 @@ def variational_fisher(
     """
     labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
     _check_args(inputs, labels, epochs, batch_size, draws_per_epoch, bn_mode)
+    if not 0.0 <= average_last < 1.0:
+        raise TaskspaceError(f"average_last must be in [0, 1), got {average_last}")
     model = copy.deepcopy(probe)
     modules = noisy_modules(model, skip_layers)
     if not modules:
@@ -319,6 +324,9 @@ def variational_fisher(
     draw_gen = torch.Generator().manual_seed(seed)
     steps = draws_per_epoch // batch_size
     bar = progress_bar(epochs * steps, "variational Fisher", progress)
+    average_from = epochs * steps - max(1, round(average_last * epochs * steps))
+    sums = [torch.zeros_like(t) for t in noise_params]
+    step = 0
     try:
         for _ in range(epochs):
             idx = torch.multinomial(weights, draws_per_epoch, replacement=True, generator=draw_gen)
@@ -337,8 +345,16 @@ def variational_fisher(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                step += 1
+                if step > average_from:
+                    with torch.no_grad():
+                        for acc, t in zip(sums, noise_params):
+                            acc += t
                 if bar:
                     bar.update(1)
+        with torch.no_grad():
+            for acc, t in zip(sums, noise_params):
+                t.copy_(acc / (epochs * steps - average_from))
     finally:
         for h in handles:
             h.remove()
