@@ -16,8 +16,9 @@ each task gets the original's own fresh probe and passes.
 
 Switches (faithful -> default): ``bn_mode`` train -> eval; ``estimator`` batch_mean_sq ->
 per_sample; ``subset`` first_batches -> random; ``fisher_sampler`` balanced -> subset;
-``head_fit`` adam -> lbfgs; ``include_bn_gamma`` True -> True. ``min_samples`` (default
-32, and at least 2 per class) refuses tasks too small to embed.
+``head_fit`` adam -> lbfgs (with weight decay 1e-4 -> 1e-2); ``include_bn_gamma`` True ->
+True. ``min_samples`` (default 32, and at least 2 per class) refuses tasks too small to
+embed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from taskspace.embed.fisher import (
     ESTIMATORS,
     FISHER_SAMPLERS,
     HEAD_FITS,
+    HEAD_WEIGHT_DECAY,
     SUBSETS,
     FisherResult,
     Heads,
@@ -95,7 +97,9 @@ class EmbedOptions:
             ``adam`` (faithful: the original's 10 epochs of Adam); see
             :func:`~taskspace.embed.fisher.fit_heads`.
         head_epochs, head_lr, head_draws: the ``adam`` head refit (10, 4e-4, 10,000).
-        head_weight_decay: the head's L2 weight decay (1e-4), for both fits.
+        head_weight_decay: the head's L2 weight decay; ``None`` (default): 1e-2 for
+            ``lbfgs``, the original's 1e-4 for ``adam``
+            (:data:`~taskspace.embed.fisher.HEAD_WEIGHT_DECAY`).
         min_samples: refuse tasks with fewer images (default :data:`MIN_SAMPLES`).
         weights: a local weights file for a probe given by name.
         probe_kwargs: architecture options for a probe given by name.
@@ -114,7 +118,7 @@ class EmbedOptions:
     head_fit: str = "lbfgs"
     head_epochs: int = 10
     head_lr: float = 4e-4
-    head_weight_decay: float = 1e-4
+    head_weight_decay: float | None = None
     head_draws: int = 10_000
     min_samples: int = MIN_SAMPLES
     weights: str | Path | None = None
@@ -401,6 +405,11 @@ def _prepare(
         "bernoulli": cfg.bernoulli if mc else None,
         "fisher_sampler": cfg.fisher_sampler if mc else None,
         "head_fit": cfg.head_fit,
+        "head_weight_decay": (
+            HEAD_WEIGHT_DECAY[cfg.head_fit]
+            if cfg.head_weight_decay is None
+            else cfg.head_weight_decay
+        ),
         "method_opts": dict(cfg.method_opts) if method == "variational" else {},
         "seed": seed,
         "dataset": dataset.name,

@@ -14,12 +14,15 @@ For one probe and ``K`` tasks over the same images this module computes:
     ``drop_last`` (156 steps). ``K`` heads are fitted together as one stacked
     ``[K, C, F]`` tensor; each task keeps its own seeded init and draws, so a task's head
     does not depend on which others are fitted with it;
-  * ``"lbfgs"`` (default): the same objective (class-balanced cross-entropy plus the L2
-    term ``weight_decay / 2 * |W|^2`` that Adam's weight decay differentiates) minimised
-    to convergence by full-batch L-BFGS, one task at a time. The objective is convex, so
-    the head no longer depends on its random init or on how many steps were taken: the
-    Fisher is meant at the head's optimum, and 1,560 Adam steps from a random init stop
-    well short of it (the README measures what that costs);
+  * ``"lbfgs"`` (default): the same objective (class-balanced cross-entropy plus an L2
+    term ``weight_decay / 2 * |W|^2``, what Adam's weight decay differentiates) minimised to
+    convergence by full-batch L-BFGS, one task at a time. The objective is convex, so the
+    head no longer depends on its random init or on how many steps were taken: the Fisher
+    is meant at the head's optimum, and 1,560 Adam steps from a random init stop short of
+    it. Its weight decay defaults to 1e-2 rather than the original's 1e-4: the original's
+    early stop is what regularises its head, and at the optimum of the 1e-4 objective a
+    task the features separate gets a head of huge norm, whose Fisher rests on the few
+    images near its boundary (see :data:`HEAD_WEIGHT_DECAY`; the README measures both);
 - the diagonal Fisher of the trunk ``layers[skip:-1]`` (:func:`montecarlo_fisher`), with
   labels drawn from the model (softmax, or Bernoulli of the sigmoids when ``bernoulli``):
 
@@ -67,6 +70,7 @@ __all__ = [
     "FISHER_SAMPLERS",
     "FIT_MARGIN",
     "HEAD_FITS",
+    "HEAD_WEIGHT_DECAY",
     "SUBSETS",
     "FisherResult",
     "Heads",
@@ -86,6 +90,9 @@ SUBSETS = ("random", "first_batches")
 #: ``head_fit``: ``lbfgs`` (default, the head's objective minimised to convergence) or
 #: ``adam`` (faithful: the original's 10 epochs of Adam).
 HEAD_FITS = ("lbfgs", "adam")
+#: The head's default L2 weight decay per ``head_fit``: the original's 1e-4 for its Adam
+#: run; 1e-2 at the optimum, where 1e-4 lets a separable task's head grow without bound.
+HEAD_WEIGHT_DECAY = {"adam": 1e-4, "lbfgs": 1e-2}
 #: ``subset``: every image of the subset once (default); ``balanced``: the original's
 #: 10,000 class-balanced draws with replacement per epoch, batch 64, ``drop_last``, from the
 #: cached ``layers[skip]`` inputs when ``skip > 0`` and from the whole split otherwise.
@@ -246,7 +253,7 @@ def fit_heads(
     head_fit: str = "lbfgs",
     epochs: int = 10,
     lr: float = 4e-4,
-    weight_decay: float = 1e-4,
+    weight_decay: float | None = None,
     draws: int = 10_000,
     batch_size: int = BATCH_SIZE,
     max_iter: int = 1000,
@@ -260,9 +267,12 @@ def fit_heads(
     (cross-entropy weighted ``1 / (n_c * C)``, plus ``weight_decay / 2`` times the squared
     norm of weight and bias) minimised by L-BFGS in float64 from the same init, at most
     ``max_iter`` iterations (``epochs``, ``lr``, ``draws`` and ``batch_size`` unused).
+    ``weight_decay=None`` takes :data:`HEAD_WEIGHT_DECAY` of the fit.
     """
     if head_fit not in HEAD_FITS:
         raise TaskspaceError(f"head_fit must be one of {HEAD_FITS}, got {head_fit!r}")
+    if weight_decay is None:
+        weight_decay = HEAD_WEIGHT_DECAY[head_fit]
     k_tasks, n = labels.shape
     fdim = features.shape[1]
     cmax = max(num_classes)
