@@ -116,6 +116,7 @@ def test_embed_killed_and_rerun_equals_uninterrupted(tmp_path: Path) -> None:
         (["max_samples=8"], "fewer than the minimum 32", False),
         (["method=fisher"], "method must be one of montecarlo, variational", True),
         (["head_fit=sgd"], "head_fit must be one of lbfgs, adam", True),
+        (["head_weight_decay=-1"], "head_weight_decay must be a number >= 0", True),
         (["skip_layers=-1"], "skip_layers must be a non-negative integer", True),
         (["tasks=attributes"], "needs a dataset with attributes", False),
     ],

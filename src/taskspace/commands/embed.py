@@ -77,6 +77,9 @@ class EmbedConfig:
     head_fit: str = option(
         "lbfgs", "the head refit: lbfgs (to the optimum) or adam (the original's 10 epochs)"
     )
+    head_weight_decay: float | None = option(
+        None, "the head's weight decay (default: 1e-2 for lbfgs, the original's 1e-4 for adam)"
+    )
     skip_layers: int = option(0, "probe layers before the embedded ones (ResNet: 6 = layer3)")
     max_samples: int | None = option(None, "examples per task (default: all of the split)")
     kl_factor: float = option(1.0, "variational: 1 (Gaussian KL) or 2 (the original)")
@@ -103,6 +106,7 @@ EMBED_KEYS = (
     "bn_mode",
     "subset",
     "head_fit",
+    "head_weight_decay",
     "skip_layers",
     "max_samples",
     "seed",

@@ -180,6 +180,9 @@ def _options(method: str, estimator: str, bn_mode: str, subset: str, opts: dict)
         value = getattr(cfg, what)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TaskspaceError(f"{what} must be a positive integer, got {value!r}")
+    wd = cfg.head_weight_decay
+    if wd is not None and (isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0):
+        raise TaskspaceError(f"head_weight_decay must be a number >= 0, got {wd!r}")
     if cfg.head_draws < cfg.batch_size or cfg.fisher_draws < cfg.batch_size:
         raise TaskspaceError("head_draws and fisher_draws must be at least batch_size")
     return cfg
