@@ -94,6 +94,8 @@ def main() -> None:
     p.add_argument("--skip-layers", type=int, default=0)
     p.add_argument("--estimator", default="per_sample", help="or batch_mean_sq (faithful)")
     p.add_argument("--head-fit", default="lbfgs", help="or adam (faithful)")
+    p.add_argument("--head-weight-decay", type=float, default=None,
+                   help="default: 1e-3 for lbfgs, 1e-4 for adam")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("experiments/results/task2vec_cifar.json"))
     args = p.parse_args()
@@ -111,7 +113,8 @@ def main() -> None:
     t1 = time.time()
     embs = embed_tasks(ds, tasks, probe, split="train", max_samples=args.max_samples,
                        skip_layers=args.skip_layers, seed=args.seed,
-                       estimator=args.estimator, head_fit=args.head_fit)  # fmt: skip
+                       estimator=args.estimator, head_fit=args.head_fit,
+                       head_weight_decay=args.head_weight_decay)  # fmt: skip
     t_embed = time.time() - t1
     D = pdist(embs, "cosine")
     nh = len(human)
@@ -131,7 +134,7 @@ def main() -> None:
         "command": "python experiments/task2vec_cifar.py " + " ".join(
             f"--{a.replace('_', '-')} {getattr(args, a)}" for a in
             ("images", "probe_epochs", "human", "random", "max_samples", "skip_layers",
-             "estimator", "head_fit", "seed")
+             "estimator", "head_fit", "head_weight_decay", "seed")
         ),
         "args": {a: (str(v) if isinstance(v, Path) else v) for a, v in vars(args).items()},
         "probe": {"model": "convnet", "widths": list(args.widths), "epochs": args.probe_epochs,

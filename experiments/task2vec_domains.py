@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from taskspace.data.config import DataConfig, load_data
 from taskspace.data.dataset import ImageDataset
@@ -59,8 +60,11 @@ CMD_ARGS = (
     "max_samples",
     "var_draws",
     "var_epochs",
+    "var_lr_noise",
+    "var_average_last",
     "skip_layers",
     "head_fit",
+    "head_weight_decay",
     "seed",
 )
 PROBE_CLASSES = ("Male", "Smiling")  # CelebA's probe-training labels (2 x 2 = 4 classes)
@@ -233,8 +237,17 @@ def main() -> None:
         help="variational draws per epoch (original 10,000; cut for CPU time)",
     )
     p.add_argument("--var-epochs", type=int, default=1, help="variational epochs (original 1)")
+    p.add_argument("--var-lr-noise", type=float, default=1e-2, help="variational lr_noise")
+    p.add_argument(
+        "--var-average-last",
+        type=float,
+        default=0.0,
+        help="variational average_last (0: last iterate, the original)",
+    )
     p.add_argument("--skip-layers", type=int, default=0)
     p.add_argument("--head-fit", default="lbfgs", help="or adam (faithful)")
+    p.add_argument("--head-weight-decay", type=float, default=None,
+                   help="default: 1e-3 for lbfgs, 1e-4 for adam")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("experiments/results/task2vec_domains.json"))
     p.add_argument("--png", type=Path, default=Path("docs/images/task2vec_domains.png"))
@@ -266,9 +279,17 @@ def main() -> None:
     for method in ("montecarlo", "variational"):
         t1 = time.time()
         embs: list[Embedding] = []
-        opts: dict[str, Any] = {"head_fit": args.head_fit}
+        opts: dict[str, Any] = {
+            "head_fit": args.head_fit,
+            "head_weight_decay": args.head_weight_decay,
+        }
         if method == "variational":
-            opts["method_opts"] = {"draws_per_epoch": args.var_draws, "epochs": args.var_epochs}
+            opts["method_opts"] = {
+                "draws_per_epoch": args.var_draws,
+                "epochs": args.var_epochs,
+                "lr_noise": args.var_lr_noise,
+                "average_last": args.var_average_last,
+            }
         for dom, ts in tasksets.items():
             embs += embed_tasks(views[dom], ts, probe, method=method, split="train",
                                 skip_layers=args.skip_layers, max_samples=args.max_samples,
@@ -293,6 +314,10 @@ def main() -> None:
                 D, names, args.png, title="Task2Vec (MC) cosine: digits / CIFAR-10 / CelebA"
             )
         res.update(blocks(D, domains))
+        if method == "variational":
+            mc = np.asarray(results["montecarlo"]["distances"])
+            iu = np.triu_indices(len(D), 1)
+            res["spearman_with_montecarlo"] = float(spearmanr(D[iu], mc[iu])[0])
         res["distances"] = D.round(5).tolist()
         results[method] = res
         print(method, f"nn in own domain {frac:.3f}", per, f"runs {res['leaf_runs']}",

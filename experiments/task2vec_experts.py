@@ -100,7 +100,8 @@ def embed_pair(
 ) -> Embedding:
     view, ts = pair_view(ds, a, b, split)
     return embed_tasks(view, ts, probe, max_samples=args.max_samples, seed=args.seed,
-                       head_fit=args.head_fit)[0]  # fmt: skip
+                       head_fit=args.head_fit,
+                       head_weight_decay=args.head_weight_decay)[0]  # fmt: skip
 
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -122,6 +123,8 @@ def main() -> None:
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--head-fit", default="lbfgs", help="or adam (faithful)")
+    p.add_argument("--head-weight-decay", type=float, default=None,
+                   help="default: 1e-3 for lbfgs, 1e-4 for adam")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("experiments/results/task2vec_experts.json"))
     args = p.parse_args()
@@ -166,7 +169,7 @@ def main() -> None:
     out = {
         "command": f"python experiments/task2vec_experts.py --images {args.images} "
                    f"--epochs {args.epochs} --max-samples {args.max_samples} --seed {args.seed} "
-                   f"--head-fit {args.head_fit}",
+                   f"--head-fit {args.head_fit} --head-weight-decay {args.head_weight_decay}",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "experts": {n: [ds.class_names[a], ds.class_names[b]]
                     for n, (a, b) in zip(expert_names, pairs)},

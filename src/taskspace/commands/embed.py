@@ -78,7 +78,7 @@ class EmbedConfig:
         "lbfgs", "the head refit: lbfgs (to the optimum) or adam (the original's 10 epochs)"
     )
     head_weight_decay: float | None = option(
-        None, "the head's weight decay (default: 1e-2 for lbfgs, the original's 1e-4 for adam)"
+        None, "the head's weight decay (default: 1e-3 for lbfgs, the original's 1e-4 for adam)"
     )
     skip_layers: int = option(0, "probe layers before the embedded ones (ResNet: 6 = layer3)")
     max_samples: int | None = option(None, "examples per task (default: all of the split)")

@@ -16,7 +16,7 @@ each task gets the original's own fresh probe and passes.
 
 Switches (faithful -> default): ``bn_mode`` train -> eval; ``estimator`` batch_mean_sq ->
 per_sample; ``subset`` first_batches -> random; ``fisher_sampler`` balanced -> subset;
-``head_fit`` adam -> lbfgs (with weight decay 1e-4 -> 1e-2); ``include_bn_gamma`` True ->
+``head_fit`` adam -> lbfgs (with weight decay 1e-4 -> 1e-3); ``include_bn_gamma`` True ->
 True. ``min_samples`` (default 32, and at least 2 per class) refuses tasks too small to
 embed.
 """
@@ -97,7 +97,7 @@ class EmbedOptions:
             ``adam`` (faithful: the original's 10 epochs of Adam); see
             :func:`~taskspace.embed.fisher.fit_heads`.
         head_epochs, head_lr, head_draws: the ``adam`` head refit (10, 4e-4, 10,000).
-        head_weight_decay: the head's L2 weight decay; ``None`` (default): 1e-2 for
+        head_weight_decay: the head's L2 weight decay; ``None`` (default): 1e-3 for
             ``lbfgs``, the original's 1e-4 for ``adam``
             (:data:`~taskspace.embed.fisher.HEAD_WEIGHT_DECAY`).
         min_samples: refuse tasks with fewer images (default :data:`MIN_SAMPLES`).
