@@ -215,7 +215,7 @@ def test_head_refit_lbfgs_reaches_the_optimum_whatever_the_init() -> None:
         b = fits[0].bias[k, :c].clone().requires_grad_(True)
         loss = _balanced_objective(x, y[k], w, b, 1e-3)
         gw, gb = torch.autograd.grad(loss, [w, b])
-        assert float(torch.cat([gw.flatten(), gb]).abs().max()) < 1e-6
+        assert float(torch.cat([gw.flatten(), gb]).abs().max()) < 1e-5
         # the same function whatever the init
         probs = [torch.softmax(f.logits(x)[k, :, :c], dim=-1) for f in fits]
         torch.testing.assert_close(probs[1], probs[0], atol=1e-4, rtol=0)
